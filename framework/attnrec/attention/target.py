@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from ..interfaces import Attention, AttentionOutput
+from .multihead import attendable
+
+
+class TargetAttention(Attention):
+    """DIN's activation unit: an MLP scores each behaviour against the target item.
+
+    The score of key ``k`` for query ``q`` is ``MLP([k, q, k - q, k * q])``. DIN keeps the raw
+    scores (``normalize="none"``) so the pooled vector's norm carries interest intensity;
+    ``"softmax"`` gives a convex combination instead.
+    """
+
+    def __init__(
+        self, dim: int, hidden: tuple[int, ...] = (80, 40), normalize: Literal["none", "softmax", "sigmoid"] = "none"
+    ) -> None:
+        super().__init__(dim)
+        layers: list[nn.Module] = []
+        width = 4 * dim
+        for size in hidden:
+            layers += [nn.Linear(width, size), nn.PReLU(size)]
+            width = size
+        layers.append(nn.Linear(width, 1))
+        self.mlp = nn.Sequential(*layers)
+        self.normalize = normalize
+
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        mask: Tensor | None = None,
+        need_weights: bool = False,
+    ) -> AttentionOutput:
+        b, lq, d = query.shape
+        lk = key.shape[1]
+        q = query.unsqueeze(2).expand(b, lq, lk, d)
+        k = key.unsqueeze(1).expand(b, lq, lk, d)
+        logits = self.mlp(torch.cat([k, q, k - q, k * q], dim=-1)).squeeze(-1).unsqueeze(1)  # [B, 1, Lq, Lk]
+        mask, empty = attendable(mask, (b, 1, lq, lk))
+        if self.normalize == "softmax":
+            if mask is not None:
+                logits = logits.masked_fill(~mask, float("-inf"))
+            weights = logits.softmax(dim=-1)
+        else:
+            weights = torch.sigmoid(logits) if self.normalize == "sigmoid" else logits
+            if mask is not None:
+                weights = weights.masked_fill(~mask, 0.0)
+        if empty is not None:
+            weights = weights.masked_fill(empty, 0.0)
+        out = weights.squeeze(1) @ value
+        return AttentionOutput(out, weights if need_weights else None)

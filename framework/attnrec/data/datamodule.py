@@ -1,0 +1,264 @@
+"""The generic interaction data module; data-set loaders subclass it and override ``load``."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import datasets
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from ..interfaces import ItemCatalog, RecDataModule
+from .interactions import IdMap, Split, SplitName, k_core, split
+from .sequences import Collate, EvalLists, NegativeSampler, Sampling, TrainWindows
+from .tables import DataFormatError, as_columns, read_table
+
+
+@dataclass
+class Loaded:
+    """What a loader returns: interactions plus optional per-item side information."""
+
+    interactions: datasets.Dataset
+    items: datasets.Dataset | None = None  # columns: item (raw id), optional title, category, ...
+    filtering: str = "none"
+
+
+class InteractionDataModule(RecDataModule):
+    """Interactions from a local file (CSV/TSV/Parquet/JSON Lines) or an in-memory ``Dataset``.
+
+    Ids are mapped to ``1..N`` in sorted raw-id order; ``k_core`` filters iteratively; ``split``
+    is ``loo`` (leave-one-out by time), ``temporal`` (global time cut-offs) or ``ratio`` (random
+    per user). ``eval_negatives > 0`` switches evaluation from full ranking to that many
+    sampled negatives per list (the paper protocol; numbers are not comparable with full ranking).
+    """
+
+    def __init__(
+        self,
+        path: str | None = None,
+        columns: dict[str, str] | None = None,
+        sep: str | None = None,
+        items_path: str | None = None,
+        k_core: int = 0,
+        split: SplitName = "loo",
+        val_ratio: float = 0.1,
+        test_ratio: float = 0.1,
+        max_len: int = 50,
+        window_stride: int = 0,
+        batch_size: int = 128,
+        eval_batch_size: int = 256,
+        num_negatives: int = 0,
+        negative_sampling: Sampling = "uniform",
+        eval_negatives: int = 0,
+        eval_sampling: Sampling = "uniform",
+        num_workers: int = 0,
+        seed: int = 0,
+        table: datasets.Dataset | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["table"])
+        self.path = path
+        self.columns = columns
+        self.sep = sep
+        self.items_path = items_path
+        self.table = table
+        self.k_core = k_core
+        self.split_name = split
+        self.val_ratio, self.test_ratio = val_ratio, test_ratio
+        self.max_len = max_len
+        self.window_stride = window_stride or max_len
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.num_negatives, self.negative_sampling = num_negatives, negative_sampling
+        self.eval_negatives, self.eval_sampling = eval_negatives, eval_sampling
+        self.num_workers = num_workers
+        self.seed = seed
+        self._prepared = False
+
+    # ----------------------------------------------------------------- loading
+    def load(self) -> Loaded:
+        """Read the raw tables. Loaders for named data sets override this (and download in it)."""
+        if self.table is not None:
+            return Loaded(read_table(self.table, self.columns))
+        if self.path is None:
+            raise ValueError(f"{type(self).__name__}: give path= (an interactions file) or table= (a Dataset)")
+        items = read_table(self.items_path, required=("item",)) if self.items_path else None
+        return Loaded(read_table(self.path, self.columns, sep=self.sep), items)
+
+    def _prepare(self) -> None:
+        if self._prepared:
+            return
+        loaded = self.load()
+        cols = as_columns(loaded.interactions, ["user", "item", "timestamp"])
+        users_raw, items_raw = cols["user"], cols["item"]
+        times = cols.get("timestamp", np.arange(len(users_raw), dtype=np.float64))
+        filtering = loaded.filtering
+        if self.k_core > 1:
+            keep = k_core(users_raw, items_raw, self.k_core)
+            users_raw, items_raw, times = users_raw[keep], items_raw[keep], times[keep]
+            filtering = f"{self.k_core}-core" + ("" if filtering == "none" else f" after {filtering}")
+            if len(users_raw) == 0:
+                raise DataFormatError(f"{self.k_core}-core filtering left no interactions; lower k_core")
+        self.user_map, self.item_map = IdMap(users_raw), IdMap(items_raw)
+        users, items = self.user_map.encode(users_raw), self.item_map.encode(items_raw)
+        self.split_data: Split = split(
+            users, items, np.asarray(times, dtype=np.float64), len(self.user_map), self.split_name,
+            self.val_ratio, self.test_ratio, self.seed,
+        )
+        popularity = np.bincount(np.concatenate(self.split_data.train), minlength=len(self.item_map) + 1)
+        self._catalog = ItemCatalog(
+            num_items=len(self.item_map),
+            popularity=torch.as_tensor(popularity, dtype=torch.float32),
+            raw_ids=list(self.item_map.raw),
+            **self._item_side(loaded.items),
+        )
+        self._filtering = filtering
+        self.num_interactions = len(users)
+        self._prepared = True
+
+    def _item_side(self, items: datasets.Dataset | None) -> dict[str, Any]:
+        """Titles and integer-coded categorical features from the item table, by internal id."""
+        if items is None:
+            return {}
+        frame = items.to_pandas()
+        known = frame["item"].isin(self.item_map.raw[1:]).to_numpy()
+        frame = frame[known]
+        rows = self.item_map.encode(frame["item"].to_numpy())
+        side: dict[str, Any] = {"features": {}}
+        if "title" in frame.columns:
+            titles = [""] * (len(self.item_map) + 1)
+            for row, title in zip(rows, frame["title"].astype(str)):
+                titles[row] = title
+            side["titles"] = titles
+        for column in frame.columns:
+            if column in ("item", "title"):
+                continue
+            codes, _ = _codes(frame[column])
+            feature = torch.zeros(len(self.item_map) + 1, dtype=torch.long)
+            feature[torch.as_tensor(rows)] = torch.as_tensor(codes + 1)  # 0 = padding / unknown
+            side["features"][column] = feature
+        return side
+
+    # ---------------------------------------------------------------- facts
+    @property
+    def num_items(self) -> int:
+        self._prepare()
+        return len(self.item_map)
+
+    @property
+    def num_users(self) -> int:
+        self._prepare()
+        return len(self.user_map)
+
+    @property
+    def catalog(self) -> ItemCatalog:
+        self._prepare()
+        return self._catalog
+
+    @property
+    def protocol(self) -> dict[str, str]:
+        self._prepare()
+        split_desc = {
+            "loo": "leave-one-out by time",
+            "temporal": f"global temporal (val {self.val_ratio:g}, test {self.test_ratio:g} of interactions)",
+            "ratio": f"random per user (val {self.val_ratio:g}, test {self.test_ratio:g}, seed {self.seed})",
+        }[self.split_name]
+        if self.eval_negatives:
+            candidates = f"sampled ({self.eval_negatives} {self.eval_sampling} negatives, seen excluded)"
+        else:
+            candidates = f"full ({self.num_items} items, seen masked)"
+        return {
+            "data": self.name,
+            "split": split_desc,
+            "candidates": candidates,
+            "max_len": str(self.max_len),
+            "filtering": self._filtering,
+        }
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(self.path) if self.path else type(self).__name__
+
+    def user_history(self, user: Any) -> torch.Tensor:
+        self._prepare()
+        try:
+            index = self.user_map.index(user)
+        except KeyError:
+            raise KeyError(f"user {user!r} is not in {self.name} ({self.num_users} users)") from None
+        s = self.split_data
+        return torch.as_tensor(np.concatenate([s.train[index], s.val[index], s.test[index]]))
+
+    # -------------------------------------------------------------- loaders
+    def setup(self, stage: str | None = None) -> None:
+        self._prepare()
+
+    def _sampler(self, mode: Sampling) -> NegativeSampler:
+        return NegativeSampler(self.num_items, mode, self._catalog.popularity.numpy())
+
+    def train_dataloader(self) -> DataLoader:
+        self._prepare()
+        windows = TrainWindows(self.split_data.train, self.max_len, self.window_stride)
+        if len(windows) == 0:
+            raise DataFormatError(f"{self.name}: no user has two training interactions; nothing to train on")
+        sampler = self._sampler(self.negative_sampling) if self.num_negatives else None
+        return DataLoader(
+            windows,
+            batch_size=self.batch_size,
+            shuffle=True,
+            collate_fn=Collate(self.max_len, self.num_negatives, sampler),
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def eval_lists(self, stage: str) -> EvalLists:
+        """The ranking lists of ``stage`` ('val' or 'test'): users with targets and a history."""
+        self._prepare()
+        s = self.split_data
+        targets = s.val if stage == "val" else s.test
+        users, histories, wanted = [], [], []
+        for user in range(1, self.num_users + 1):
+            history = s.history(user, stage)
+            if len(targets[user]) and len(history):
+                users.append(user), histories.append(history), wanted.append(targets[user])
+        sampler = self._sampler(self.eval_sampling) if self.eval_negatives else None
+        seed = self.seed * 2 + (stage == "test")
+        return EvalLists(np.asarray(users, dtype=np.int64), histories, wanted, self.max_len, self.eval_negatives, sampler, seed)
+
+    def _eval_loader(self, dataset: torch.utils.data.Dataset) -> DataLoader:
+        sampler = None
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # Lightning's default DistributedSampler pads with duplicates; this one does not,
+            # so every list is counted exactly once across processes.
+            from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+
+            sampler = UnrepeatedDistributedSampler(dataset, shuffle=False)
+        return DataLoader(
+            dataset,
+            batch_size=self.eval_batch_size,
+            sampler=sampler,
+            collate_fn=Collate(self.max_len),
+            num_workers=self.num_workers,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader(self.eval_lists("val"))
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader(self.eval_lists("test"))
+
+    def predict_dataloader(self) -> DataLoader:
+        """Every user with a history, for next-item recommendations after all known interactions."""
+        self._prepare()
+        s = self.split_data
+        users = [u for u in range(1, self.num_users + 1) if len(s.train[u]) + len(s.val[u]) + len(s.test[u])]
+        histories = [np.concatenate([s.train[u], s.val[u], s.test[u]]) for u in users]
+        empty = [np.zeros(0, dtype=np.int64)] * len(users)
+        lists = EvalLists(np.asarray(users, dtype=np.int64), histories, empty, self.max_len)
+        return self._eval_loader(lists)
+
+
+def _codes(values: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Integer codes ``0..V-1`` of a column's values (sorted), and the values."""
+    uniques, codes = np.unique(np.asarray(values).astype(str), return_inverse=True)
+    return codes, uniques

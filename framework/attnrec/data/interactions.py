@@ -1,0 +1,141 @@
+"""From a table to id-mapped, time-ordered per-user sequences and their split."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Sequence
+
+import numpy as np
+
+SplitName = Literal["loo", "temporal", "ratio"]
+
+
+class IdMap:
+    """Raw ids <-> contiguous ids ``1..n`` (0 is padding).
+
+    Ids are numbered in sorted order of the raw values, never in order of appearance, so the
+    mapping does not depend on the split or on time (an item first seen in the test period is
+    not always the largest id).
+    """
+
+    def __init__(self, raw: Sequence[Any] | np.ndarray) -> None:
+        values = np.unique(np.asarray(raw))
+        self.raw: list[Any] = [None] + values.tolist()
+        self._values = values
+        self._index = {value: i + 1 for i, value in enumerate(self.raw[1:])}
+
+    def __len__(self) -> int:
+        return len(self.raw) - 1
+
+    def encode(self, raw: np.ndarray) -> np.ndarray:
+        return np.searchsorted(self._values, np.asarray(raw)) + 1
+
+    def index(self, raw: Any) -> int:
+        try:
+            return self._index[raw]
+        except KeyError:
+            # configs and command lines give ids as strings
+            for candidate in (_maybe_int(raw), str(raw)):
+                if candidate in self._index:
+                    return self._index[candidate]
+            raise KeyError(f"unknown id {raw!r}") from None
+
+
+def _maybe_int(value: Any) -> Any:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return value
+
+
+def k_core(users: np.ndarray, items: np.ndarray, k: int) -> np.ndarray:
+    """Boolean mask of the interactions left after iteratively dropping users and items with
+    fewer than ``k`` interactions (until none is left below ``k``)."""
+    keep = np.ones(len(users), dtype=bool)
+    if k <= 1:
+        return keep
+    while True:
+        _, u_inv, u_cnt = np.unique(users[keep], return_inverse=True, return_counts=True)
+        _, i_inv, i_cnt = np.unique(items[keep], return_inverse=True, return_counts=True)
+        ok = (u_cnt[u_inv] >= k) & (i_cnt[i_inv] >= k)
+        if ok.all():
+            return keep
+        idx = np.flatnonzero(keep)
+        keep[idx[~ok]] = False
+
+
+@dataclass
+class Split:
+    """Per-user item sequences (index = internal user id; entry 0 unused), each time-ordered."""
+
+    train: list[np.ndarray]
+    val: list[np.ndarray]
+    test: list[np.ndarray]
+
+    def history(self, user: int, stage: str) -> np.ndarray:
+        """What the model may see when predicting ``stage`` targets for ``user``."""
+        if stage == "val":
+            return self.train[user]
+        return np.concatenate([self.train[user], self.val[user]])
+
+
+def sequences(users: np.ndarray, items: np.ndarray, times: np.ndarray, num_users: int) -> list[np.ndarray]:
+    """Items of each user ordered by time (ties keep file order)."""
+    order = np.lexsort((np.arange(len(users)), times, users))
+    users, items = users[order], items[order]
+    bounds = np.searchsorted(users, np.arange(num_users + 2))
+    return [items[bounds[u] : bounds[u + 1]] for u in range(num_users + 1)]
+
+
+def split(
+    users: np.ndarray,
+    items: np.ndarray,
+    times: np.ndarray,
+    num_users: int,
+    how: SplitName,
+    val_ratio: float = 0.1,
+    test_ratio: float = 0.1,
+    seed: int = 0,
+) -> Split:
+    """``loo``: per user, the last interaction is test and the one before it validation (users
+    with fewer than 3 interactions only train). ``temporal``: global time cut-offs leave the last
+    ``test_ratio`` of all interactions for test and the ``val_ratio`` before them for
+    validation. ``ratio``: per user, a seeded random ``val_ratio``/``test_ratio`` of the
+    interactions are held out (the graph-CF protocol)."""
+    empty = np.zeros(0, dtype=np.int64)
+    if how == "loo":
+        seqs = sequences(users, items, times, num_users)
+        train, val, test = [], [], []
+        for seq in seqs:
+            if len(seq) < 3:
+                train.append(seq), val.append(empty), test.append(empty)
+            else:
+                train.append(seq[:-2]), val.append(seq[-2:-1]), test.append(seq[-1:])
+        return Split(train, val, test)
+    if how == "temporal":
+        order = np.sort(times)
+        n = len(order)
+        t_test = order[min(n - 1, int(np.floor(n * (1 - test_ratio))))]
+        t_val = order[min(n - 1, int(np.floor(n * (1 - test_ratio - val_ratio))))]
+        parts = []
+        for lo, hi in ((-np.inf, t_val), (t_val, t_test), (t_test, np.inf)):
+            m = (times >= lo) & (times < hi)
+            parts.append(sequences(users[m], items[m], times[m], num_users))
+        return Split(*parts)
+    if how == "ratio":
+        rng = np.random.default_rng(seed)
+        seqs = sequences(users, items, times, num_users)
+        train, val, test = [], [], []
+        for seq in seqs:
+            n = len(seq)
+            n_test = int(round(n * test_ratio)) if n >= 3 else 0
+            n_val = int(round(n * val_ratio)) if n >= 3 else 0
+            n_test = min(n_test, max(n - 1, 0))
+            n_val = min(n_val, max(n - 1 - n_test, 0))
+            role = np.zeros(n, dtype=np.int8)
+            picked = rng.permutation(n)
+            role[picked[:n_test]] = 2
+            role[picked[n_test : n_test + n_val]] = 1
+            train.append(seq[role == 0]), val.append(seq[role == 1]), test.append(seq[role == 2])
+        return Split(train, val, test)
+    raise ValueError(f"unknown split {how!r}; choose 'loo', 'temporal' or 'ratio'")

@@ -1,0 +1,183 @@
+"""Torch datasets over per-user sequences, negative samplers and the collate function."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+Sampling = Literal["uniform", "popularity"]
+
+
+class NegativeSampler:
+    """Draws item ids ``1..N`` uniformly or proportionally to training popularity.
+
+    Training draws are i.i.d. and may hit a user's other items (the usual cheap choice; the
+    losses mask draws equal to the target). Evaluation draws exclude everything the user has
+    seen and are seeded per list, so every process samples the same candidates.
+    """
+
+    def __init__(self, num_items: int, mode: Sampling = "uniform", popularity: np.ndarray | None = None) -> None:
+        if mode not in ("uniform", "popularity"):
+            raise ValueError(f"unknown negative sampling {mode!r}; choose 'uniform' or 'popularity'")
+        self.num_items = num_items
+        self.mode = mode
+        if mode == "popularity":
+            if popularity is None:
+                raise ValueError("popularity sampling needs item popularity")
+            weights = np.asarray(popularity, dtype=np.float64)[1:] + 1.0  # add-one: unseen items stay drawable
+            self.probs = weights / weights.sum()
+            self._torch_probs = torch.as_tensor(self.probs, dtype=torch.float32)
+            self._log_probs = torch.log(torch.as_tensor(np.concatenate([[1.0], self.probs]), dtype=torch.float32))
+
+    def sample(self, shape: tuple[int, ...]) -> tuple[Tensor, Tensor | None]:
+        """Training negatives of ``shape`` and, for popularity sampling, their log-probabilities."""
+        count = int(np.prod(shape))
+        if self.mode == "uniform":
+            return torch.randint(1, self.num_items + 1, shape), None
+        ids = torch.multinomial(self._torch_probs, count, replacement=True).view(shape) + 1
+        return ids, self._log_probs[ids]
+
+    def log_prob(self, items: Tensor) -> Tensor:
+        return self._log_probs[items]
+
+    def sample_excluding(self, rng: np.random.Generator, count: int, exclude: set[int]) -> np.ndarray:
+        if self.num_items - len(exclude) < count:
+            raise ValueError(
+                f"cannot sample {count} negatives from {self.num_items} items when {len(exclude)} are excluded; "
+                "lower eval_negatives"
+            )
+        chosen: list[int] = []
+        taken = set(exclude)
+        while len(chosen) < count:
+            need = 2 * (count - len(chosen)) + 8
+            if self.mode == "uniform":
+                draws = rng.integers(1, self.num_items + 1, need)
+            else:
+                draws = rng.choice(self.num_items, size=need, p=self.probs) + 1
+            for item in draws.tolist():
+                if item not in taken:
+                    taken.add(item)
+                    chosen.append(item)
+                    if len(chosen) == count:
+                        break
+        return np.asarray(chosen, dtype=np.int64)
+
+
+class TrainWindows(Dataset):
+    """Next-item training examples: windows of at most ``max_len`` positions over each user's
+    training sequence, ending every ``stride`` positions from its end (``stride == max_len``:
+    non-overlapping; ``1``: every prefix, RecBole's augmentation)."""
+
+    def __init__(self, sequences: list[np.ndarray], max_len: int, stride: int) -> None:
+        self.sequences = sequences
+        self.max_len = max_len
+        index = []
+        for user, seq in enumerate(sequences):
+            for end in range(len(seq) - 1, 0, -max(1, stride)):
+                index.append((user, end))
+        self.index = np.asarray(index, dtype=np.int64).reshape(-1, 2)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict[str, np.ndarray | int]:
+        user, end = self.index[i]
+        seq = self.sequences[user]
+        start = max(0, end - self.max_len)
+        return {"user": int(user), "history": seq[start:end], "target": seq[start + 1 : end + 1]}
+
+
+class EvalLists(Dataset):
+    """One ranking list per user: recent ``history`` as input, ``targets`` to find, ``seen`` to mask.
+
+    With ``negatives > 0`` the list is the targets plus that many sampled unseen items
+    (``candidates`` + ``labels``), drawn with a per-list seed.
+    """
+
+    def __init__(
+        self,
+        users: np.ndarray,
+        histories: list[np.ndarray],
+        targets: list[np.ndarray],
+        max_len: int,
+        negatives: int = 0,
+        sampler: NegativeSampler | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.users, self.histories, self.targets = users, histories, targets
+        self.max_len = max_len
+        self.negatives = negatives
+        self.sampler = sampler
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def __getitem__(self, i: int) -> dict[str, np.ndarray | int]:
+        history, targets = self.histories[i], self.targets[i]
+        example: dict[str, np.ndarray | int] = {
+            "user": int(self.users[i]),
+            "history": history[-self.max_len :],
+            "targets": targets,
+            "seen": history,
+        }
+        if self.negatives:
+            assert self.sampler is not None
+            rng = np.random.default_rng([self.seed, i])
+            exclude = set(history.tolist()) | set(targets.tolist())
+            negatives = self.sampler.sample_excluding(rng, self.negatives, exclude)
+            example["candidates"] = np.concatenate([targets, negatives])
+            example["labels"] = np.concatenate([np.ones(len(targets), np.int64), np.zeros(self.negatives, np.int64)])
+        return example
+
+
+def _pad(rows: list[np.ndarray], length: int, left: bool = False) -> Tensor:
+    out = torch.zeros(len(rows), length, dtype=torch.long)
+    for i, row in enumerate(rows):
+        n = len(row)
+        if n:
+            if left:
+                out[i, length - n :] = torch.as_tensor(np.asarray(row, dtype=np.int64))
+            else:
+                out[i, :n] = torch.as_tensor(np.asarray(row, dtype=np.int64))
+    return out
+
+
+class Collate:
+    """Pads examples into a batch: ``history``/``target`` left-padded to ``max_len`` (a fixed
+    width, so a user's scores never depend on who shares the batch), lists right-padded, plus
+    training negatives ``[B, L, K]`` when ``num_negatives > 0``."""
+
+    def __init__(self, max_len: int, num_negatives: int = 0, sampler: NegativeSampler | None = None) -> None:
+        self.max_len = max_len
+        self.num_negatives = num_negatives
+        self.sampler = sampler
+
+    def __call__(self, examples: list[dict]) -> dict[str, Tensor]:
+        batch: dict[str, Tensor] = {"user": torch.tensor([e["user"] for e in examples], dtype=torch.long)}
+        batch["history"] = _pad([e["history"] for e in examples], self.max_len, left=True)
+        for key in ("targets", "seen", "candidates", "labels"):
+            if key in examples[0]:
+                batch[key] = _pad([e[key] for e in examples], max(1, max(len(e[key]) for e in examples)))
+        if "target" in examples[0]:
+            target = _pad([e["target"] for e in examples], self.max_len, left=True)
+            batch["target"] = target
+            if self.num_negatives:
+                assert self.sampler is not None
+                negatives, logq = self.sampler.sample((*target.shape, self.num_negatives))
+                # redraw accidental hits of the target once (they are masked in the loss if they remain)
+                hits = negatives == target.unsqueeze(-1)
+                if bool(hits.any()):
+                    redraw, redraw_logq = self.sampler.sample((int(hits.sum()),))
+                    negatives[hits] = redraw
+                    if logq is not None and redraw_logq is not None:
+                        logq[hits] = redraw_logq
+                batch["negatives"] = negatives
+                if logq is not None:
+                    batch["negatives_logq"] = logq
+                    batch["target_logq"] = self.sampler.log_prob(target)
+        return batch

@@ -1,0 +1,219 @@
+"""Ranking protocols and an evaluator that is exact under DDP.
+
+Ranks are tie-pessimistic: a relevant item tied with others gets the worst of their ranks, so
+a constant (or untrained, collapsed) model scores at or below chance, never above. A NaN score
+is an error, never a hit. Full ranking walks the catalogue in chunks with a running top-k, so
+memory is ``O(B * chunk)`` whatever the catalogue size.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Sequence
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+
+from .interfaces import RankingMetric
+
+
+class Ranking(NamedTuple):
+    ranks: Tensor  # [B, T] 1-based pessimistic ranks of relevant items, inf = padding
+    num_relevant: Tensor  # [B]
+    num_candidates: Tensor  # [B] valid candidates
+    topk: Tensor  # [B, K] recommended item ids, best first
+
+
+def _check_finite(scores: Tensor, what: str) -> None:
+    if torch.isnan(scores).any():
+        rows = torch.isnan(scores).any(dim=-1).nonzero().flatten()[:5].tolist()
+        raise FloatingPointError(
+            f"NaN {what} scores for batch rows {rows}: a NaN can never be ranked. Check the user encoder "
+            "for fully masked attention rows or a diverged training run."
+        )
+
+
+def rank_full(
+    users: Tensor,
+    item_vectors: Tensor,
+    score: Callable[[Tensor, Tensor], Tensor],
+    targets: Tensor,
+    seen: Tensor | None,
+    k: int,
+    chunk_size: int = 65536,
+) -> Ranking:
+    """Rank every catalogue item for each user; ``seen`` items (except targets) are masked.
+
+    ``users [B, D]``, ``item_vectors [N + 1, D]`` (row 0 padding), ``targets [B, T]`` and
+    ``seen [B, S]`` 0-padded item ids.
+    """
+    b, t = targets.shape
+    n_rows = item_vectors.shape[0]
+    device = users.device
+    relevant = targets != 0
+    target_scores = score(users, item_vectors[targets])  # [B, T], per-row path
+    _check_finite(target_scores, "target")
+    target_scores = target_scores.masked_fill(~relevant, float("inf"))
+    if seen is not None:
+        # a seen item that is also a target stays rankable
+        seen = seen.masked_fill((seen.unsqueeze(-1) == targets.unsqueeze(1)).any(-1), 0)
+    counts = torch.zeros(b, t, dtype=torch.long, device=device)
+    valid_total = torch.zeros(b, dtype=torch.long, device=device)
+    top_scores = torch.full((b, 0), float("-inf"), device=device)
+    top_items = torch.zeros((b, 0), dtype=torch.long, device=device)
+    step = max(1, chunk_size // max(t, 1))
+    for lo in range(0, n_rows, step):
+        hi = min(lo + step, n_rows)
+        scores = score(users, item_vectors[lo:hi]).float()  # [B, c]
+        _check_finite(scores, "item")
+        valid = torch.ones_like(scores, dtype=torch.bool)
+        if lo == 0:
+            valid[:, 0] = False  # padding item
+        if seen is not None:
+            inside = (seen >= lo) & (seen < hi) & (seen != 0)
+            rows, cols = inside.nonzero(as_tuple=True)
+            valid[rows, seen[rows, cols] - lo] = False
+        valid_total += valid.sum(dim=1)
+        scores = scores.masked_fill(~valid, float("-inf"))
+        ge = scores.unsqueeze(1) >= target_scores.unsqueeze(2)  # [B, T, c]
+        # a relevant item is not ranked against itself
+        own = relevant & (targets >= lo) & (targets < hi)
+        rb, rt = own.nonzero(as_tuple=True)
+        ge[rb, rt, targets[rb, rt] - lo] = False
+        counts += ge.sum(dim=2)
+        kk = min(k, hi - lo)
+        chunk_scores, chunk_idx = scores.topk(kk, dim=1)
+        merged_scores = torch.cat([top_scores, chunk_scores], dim=1)
+        merged_items = torch.cat([top_items, chunk_idx + lo], dim=1)
+        keep = merged_scores.topk(min(k, merged_scores.shape[1]), dim=1).indices
+        top_scores, top_items = merged_scores.gather(1, keep), merged_items.gather(1, keep)
+    ranks = torch.where(relevant, (counts + 1).double(), torch.full_like(counts, 0, dtype=torch.double) + float("inf"))
+    return Ranking(ranks, relevant.sum(dim=1), valid_total, top_items)
+
+
+def rank_candidates(scores: Tensor, candidates: Tensor, labels: Tensor, k: int) -> Ranking:
+    """Rank given candidate lists (sampled negatives or impressions). ``candidates`` 0 = padding."""
+    _check_finite(scores, "candidate")
+    valid = candidates != 0
+    relevant = (labels > 0) & valid
+    scores = scores.float().masked_fill(~valid, float("-inf"))
+    ge = (scores.unsqueeze(1) >= scores.unsqueeze(2)) & valid.unsqueeze(1)  # [B, C(self), C(other)]
+    ge &= ~torch.eye(scores.shape[1], dtype=torch.bool, device=scores.device)
+    ranks = torch.where(relevant, ge.sum(dim=2).double() + 1, torch.full_like(scores, float("inf"), dtype=torch.double))
+    order = scores.topk(min(k, scores.shape[1]), dim=1).indices
+    return Ranking(ranks, relevant.sum(dim=1), valid.sum(dim=1), candidates.gather(1, order))
+
+
+class RankingEvaluator(Metric):
+    """Accumulates per-list metrics as float64 sums and counts (``dist_reduce_fx="sum"``), so 1 and
+    N processes give the same figures when every list is evaluated exactly once.
+
+    Catalogue-level metrics (Coverage@K, Novelty@K, Gini@K) and GAUC need the data's item
+    popularity and user count; they are omitted when those are not given.
+    """
+
+    full_state_update = False
+    higher_is_better = True
+
+    def __init__(
+        self,
+        metrics: Sequence[RankingMetric],
+        ks: Sequence[int],
+        num_items: int,
+        num_users: int | None = None,
+        popularity: Tensor | None = None,
+    ) -> None:
+        super().__init__()
+        self.metrics = list(metrics)
+        self.ks = sorted(set(ks))
+        self.num_items = num_items
+        self.names: list[tuple[RankingMetric, int | None, str]] = []
+        for metric in self.metrics:
+            name = type(metric).__name__
+            if metric.uses_k:
+                self.names += [(metric, k, f"{name}@{k}") for k in self.ks]
+            else:
+                self.names.append((metric, None, name))
+        f64 = torch.float64
+        self.add_state("sums", torch.zeros(len(self.names), dtype=f64), dist_reduce_fx="sum")
+        self.add_state("lists", torch.zeros((), dtype=f64), dist_reduce_fx="sum")
+        self.catalogue = popularity is not None
+        if self.catalogue:
+            assert popularity is not None
+            self.register_buffer("popularity", popularity.to(f64), persistent=False)
+            self.add_state("rec_counts", torch.zeros(len(self.ks), num_items + 1, dtype=f64), dist_reduce_fx="sum")
+            self.add_state("novelty", torch.zeros(len(self.ks), dtype=f64), dist_reduce_fx="sum")
+        self.num_users = num_users
+        self.auc = next((m for m in self.metrics if type(m).__name__ == "AUC"), None)
+        if num_users is not None and self.auc is not None:
+            self.add_state("user_auc", torch.zeros(num_users + 1, dtype=f64), dist_reduce_fx="sum")
+            self.add_state("user_lists", torch.zeros(num_users + 1, dtype=f64), dist_reduce_fx="sum")
+
+    def update(self, ranking: Ranking, users: Tensor | None = None) -> None:  # type: ignore[override]
+        has_relevant = ranking.num_relevant > 0
+        if not bool(has_relevant.all()):
+            ranking = Ranking(*(x[has_relevant] for x in ranking))
+            users = users[has_relevant] if users is not None else None
+        args = (ranking.ranks, ranking.num_relevant, ranking.num_candidates)
+        values = [metric(*args, k).sum() for metric, k, _ in self.names]
+        self.sums += torch.stack(values).to(self.sums)
+        self.lists += ranking.ranks.shape[0]
+        if self.catalogue:
+            for i, k in enumerate(self.ks):
+                top = ranking.topk[:, :k]
+                self.rec_counts[i].index_add_(0, top.flatten(), torch.ones(top.numel(), dtype=torch.float64, device=top.device))
+                share = (self.popularity[top] / max(float(self.popularity.sum()), 1.0)).clamp(min=1e-12)
+                self.novelty[i] += (-torch.log2(share)).mean(dim=1).sum()
+        if users is not None and hasattr(self, "user_auc") and self.auc is not None:
+            auc = self.auc(*args, None)
+            self.user_auc.index_add_(0, users, auc.to(torch.float64))
+            self.user_lists.index_add_(0, users, torch.ones_like(auc, dtype=torch.float64))
+
+    def compute(self) -> dict[str, Tensor]:
+        lists = self.lists.clamp(min=1)
+        out = {name: self.sums[i] / lists for i, (_, _, name) in enumerate(self.names)}
+        if hasattr(self, "user_auc"):
+            evaluated = self.user_lists > 0
+            per_user = self.user_auc[evaluated] / self.user_lists[evaluated]
+            out["GAUC"] = per_user.mean() if per_user.numel() else torch.zeros((), dtype=torch.float64)
+        if self.catalogue:
+            for i, k in enumerate(self.ks):
+                counts = self.rec_counts[i, 1:]
+                out[f"Coverage@{k}"] = (counts > 0).double().mean()
+                out[f"Novelty@{k}"] = self.novelty[i] / lists
+                out[f"Gini@{k}"] = gini(counts)
+        return out
+
+
+def gini(counts: Tensor) -> Tensor:
+    """Gini coefficient of how recommendations spread over items: 0 even, 1 all on one item."""
+    x = counts.double().sort().values
+    n = x.numel()
+    total = x.sum()
+    if n == 0 or total == 0:
+        return torch.zeros((), dtype=torch.float64, device=counts.device)
+    index = torch.arange(1, n + 1, dtype=torch.float64, device=counts.device)
+    return ((2 * index - n - 1) * x).sum() / (n * total)
+
+
+def evaluate_popularity(
+    datamodule, stage: str = "test", metrics: Sequence[str] = ("HR", "NDCG", "MRR"), ks: Sequence[int] = (10,)
+) -> dict[str, float]:
+    """The most-popular baseline under the data module's own protocol: every user gets the
+    training popularity as scores (seen items masked, or the same candidate lists)."""
+    from .plugins import get_component
+
+    datamodule.setup(stage)
+    catalog = datamodule.catalog
+    evaluator = RankingEvaluator([get_component("metrics", m)() for m in metrics], ks, catalog.num_items)
+    popularity = catalog.popularity.double().unsqueeze(1)  # [N + 1, 1]
+    loader = datamodule.val_dataloader() if stage == "val" else datamodule.test_dataloader()
+    for batch in loader:
+        users = torch.ones(batch["history"].shape[0], 1, dtype=torch.float64)
+        if "candidates" in batch:
+            ranking = rank_candidates(popularity[batch["candidates"], 0], batch["candidates"], batch["labels"], max(ks))
+        else:
+            ranking = rank_full(users, popularity, lambda u, i: (u.unsqueeze(-2) * i).sum(-1) if i.dim() == 3 else u @ i.T,
+                                batch["targets"], batch.get("seen"), max(ks))
+        evaluator.update(ranking)
+    return {name: float(value) for name, value in evaluator.compute().items()}

@@ -1,0 +1,81 @@
+"""Per-list ranking metrics (registered through ``register_metrics`` like any plugin's).
+
+Each takes tie-pessimistic 1-based ranks of the relevant items (``inf`` = padding) and returns
+one value per list; the evaluator averages them with exact sums across processes.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .interfaces import RankingMetric
+
+
+def _hits(ranks: Tensor, k: int | None) -> Tensor:
+    assert k is not None
+    return (ranks <= k).to(torch.float64)
+
+
+class HR(RankingMetric):
+    """Hit ratio@K: 1 if any relevant item is in the top K."""
+
+    def __call__(self, ranks: Tensor, num_relevant: Tensor, num_candidates: Tensor, k: int | None) -> Tensor:
+        return _hits(ranks, k).amax(dim=1)
+
+
+class Recall(RankingMetric):
+    """Relevant items in the top K over all relevant items (LightGCN's and RecBole's definition)."""
+
+    def __call__(self, ranks: Tensor, num_relevant: Tensor, num_candidates: Tensor, k: int | None) -> Tensor:
+        return _hits(ranks, k).sum(dim=1) / num_relevant.clamp(min=1)
+
+
+class Precision(RankingMetric):
+    """Relevant items in the top K over K."""
+
+    def __call__(self, ranks: Tensor, num_relevant: Tensor, num_candidates: Tensor, k: int | None) -> Tensor:
+        assert k is not None
+        return _hits(ranks, k).sum(dim=1) / k
+
+
+class NDCG(RankingMetric):
+    """Binary-relevance NDCG@K; the ideal list puts min(#relevant, K) hits first."""
+
+    def __call__(self, ranks: Tensor, num_relevant: Tensor, num_candidates: Tensor, k: int | None) -> Tensor:
+        assert k is not None
+        ranks = ranks.to(torch.float64)
+        gains = torch.where(ranks <= k, 1.0 / torch.log2(ranks.clamp(max=k) + 1.0), torch.zeros_like(ranks))
+        discounts = 1.0 / torch.log2(torch.arange(2, k + 2, dtype=torch.float64, device=ranks.device))
+        ideal_len = num_relevant.clamp(min=1, max=k)
+        ideal = torch.cumsum(discounts, 0)[ideal_len - 1]
+        return gains.sum(dim=1) / ideal
+
+
+class MRR(RankingMetric):
+    """Reciprocal rank of the first relevant item, 0 if it is below K (RecBole's MRR@K)."""
+
+    def __call__(self, ranks: Tensor, num_relevant: Tensor, num_candidates: Tensor, k: int | None) -> Tensor:
+        assert k is not None
+        first = ranks.to(torch.float64).amin(dim=1)
+        return torch.where(first <= k, 1.0 / first, torch.zeros_like(first))
+
+
+class AUC(RankingMetric):
+    """Share of (relevant, irrelevant) pairs ordered correctly within the list; ties count as
+    errors (tie-pessimistic, so a constant scorer gets 0, not 0.5)."""
+
+    uses_k = False
+
+    def __call__(self, ranks: Tensor, num_relevant: Tensor, num_candidates: Tensor, k: int | None) -> Tensor:
+        ranks = ranks.to(torch.float64)
+        p = num_relevant.to(torch.float64)
+        n = num_candidates.to(torch.float64)
+        finite = torch.isfinite(ranks)
+        below = torch.where(finite, n.unsqueeze(1) - ranks, torch.zeros_like(ranks)).sum(dim=1)
+        correct = below - p * (p - 1) / 2  # pairs among relevant items are not (relevant, irrelevant) pairs
+        pairs = p * (n - p)
+        return torch.where(pairs > 0, correct / pairs.clamp(min=1), torch.zeros_like(pairs))
+
+
+BUILTIN_METRICS = (HR, Recall, Precision, NDCG, MRR, AUC)

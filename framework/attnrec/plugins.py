@@ -1,0 +1,219 @@
+"""Plugin discovery (pluggy + entry points) and the component registry.
+
+Plugins are loaded one entry point at a time so that a broken one is reported with its
+distribution name and the original error while the others still load (pluggy's own
+``load_setuptools_entrypoints`` stops at the first failure).
+
+Environment switches:
+``ATTNREC_LOAD_PLUGINS=a,b`` loads only the named entry points (empty: none but the built-ins);
+``ATTNREC_DISABLE_PLUGINS=a,b`` skips them; ``ATTNREC_STRICT_PLUGINS=1`` makes failures fatal.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import os
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .hookspecs import PROJECT
+
+ENTRY_POINT_GROUP = PROJECT
+BUILTIN = "attnrec.builtin"
+
+
+class PluginError(RuntimeError):
+    """A plugin could not be imported or registered."""
+
+
+class UnknownComponentError(KeyError):
+    """A component name that no loaded plugin registered."""
+
+    def __str__(self) -> str:  # KeyError would print the message quoted
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class Component:
+    kind: str
+    name: str
+    cls: type
+    plugin: str
+    display_name: str | None = None
+
+
+@dataclass
+class PluginInfo:
+    name: str
+    distribution: str
+    version: str
+    components: list[Component] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PluginFailure:
+    name: str
+    distribution: str
+    error: BaseException
+
+    def __str__(self) -> str:
+        return f"plugin {self.name!r} from distribution {self.distribution!r} failed: {type(self.error).__name__}: {self.error}"
+
+
+def _interfaces() -> dict[str, tuple[type, ...]]:
+    # Imported lazily: interfaces import lightning, and the registry must not import the model.
+    from .interfaces import Attention, ItemEncoder, RankingMetric, RecDataModule, Scorer, UserEncoder
+    from .model import Recommender
+
+    return {
+        "data": (RecDataModule,),
+        "encoders": (ItemEncoder, UserEncoder),
+        "attentions": (Attention,),
+        "scorers": (Scorer,),
+        "recommenders": (Recommender,),
+        "metrics": (RankingMetric,),
+    }
+
+
+KINDS = ("data", "encoders", "attentions", "scorers", "recommenders", "metrics")
+
+
+class Registry:
+    """Loaded plugins and what each registered, by kind."""
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager(PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self.components: dict[str, dict[str, Component]] = {kind: {} for kind in KINDS}
+        self.plugins: dict[str, PluginInfo] = {}
+        self.failures: list[PluginFailure] = []
+
+    # ----------------------------------------------------------------- loading
+    def add_plugin(self, module: Any, name: str, distribution: str = "attnrec", version: str = "") -> None:
+        """Register one plugin module (or object with hookimpls) and run its registration hooks."""
+        if not version:
+            version = _version_of(distribution)
+        self.pm.register(module, name=name)
+        try:
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            self.pm.unregister(name=name)
+            raise PluginError(f"plugin {name!r} ({distribution}) implements an unknown hook: {exc}") from exc
+        info = PluginInfo(name=name, distribution=distribution, version=version)
+        added: list[Component] = []
+        try:
+            for kind in KINDS:
+                caller = getattr(self.pm.hook, f"register_{kind}")
+                for impl in caller.get_hookimpls():
+                    if impl.plugin_name == name:
+                        impl.function(register=self._register_fn(kind, name, added))
+        except BaseException:
+            for component in added:  # leave no half-registered plugin behind
+                del self.components[component.kind][component.name]
+            self.pm.unregister(name=name)
+            raise
+        info.components = added
+        self.plugins[name] = info
+
+    def _register_fn(self, kind: str, plugin: str, added: list[Component]):
+        interfaces = _interfaces()[kind]
+
+        def register(cls: type, name: str | None = None) -> None:
+            if not isinstance(cls, type) or not issubclass(cls, interfaces):
+                wanted = " or ".join(i.__name__ for i in interfaces)
+                raise TypeError(f"register_{kind}: {cls!r} is not a subclass of {wanted}")
+            key = cls.__name__
+            existing = self.components[kind].get(key)
+            if existing is not None and existing.cls is not cls:
+                raise PluginError(
+                    f"{kind} component name {key!r} from plugin {plugin!r} clashes with the one from plugin "
+                    f"{existing.plugin!r}; rename one of the classes"
+                )
+            component = Component(kind=kind, name=key, cls=cls, plugin=plugin, display_name=name)
+            self.components[kind][key] = component
+            added.append(component)
+
+        return register
+
+    def load_entry_points(self) -> None:
+        only = _env_list("ATTNREC_LOAD_PLUGINS")
+        disabled = set(_env_list("ATTNREC_DISABLE_PLUGINS") or [])
+        strict = os.environ.get("ATTNREC_STRICT_PLUGINS", "") not in ("", "0", "false", "False")
+        for ep in sorted(md.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+            if ep.name in self.plugins or ep.name in disabled or (only is not None and ep.name not in only):
+                continue
+            dist = ep.dist.name if ep.dist is not None else "?"
+            version = ep.dist.version if ep.dist is not None else ""
+            try:
+                self.add_plugin(ep.load(), name=ep.name, distribution=dist, version=version)
+            except Exception as exc:  # noqa: BLE001 - a broken plugin must not take the others down
+                failure = PluginFailure(name=ep.name, distribution=dist, error=exc)
+                if strict:
+                    raise PluginError(str(failure)) from exc
+                self.failures.append(failure)
+                warnings.warn(str(failure), RuntimeWarning, stacklevel=2)
+
+    # ----------------------------------------------------------------- lookups
+    def get(self, kind: str, name: str) -> type:
+        if kind not in self.components:
+            raise UnknownComponentError(f"unknown component kind {kind!r}; kinds are {', '.join(KINDS)}")
+        try:
+            return self.components[kind][name].cls
+        except KeyError:
+            available = ", ".join(sorted(self.components[kind])) or "none"
+            raise UnknownComponentError(
+                f"no {kind} component named {name!r}; available: {available}. "
+                "Is the plugin that provides it installed (see `attnrec plugins`)?"
+            ) from None
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(self.components[kind])
+
+
+def _env_list(var: str) -> list[str] | None:
+    value = os.environ.get(var)
+    if value is None:
+        return None
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _version_of(distribution: str) -> str:
+    try:
+        return md.version(distribution)
+    except md.PackageNotFoundError:
+        return "unknown"
+
+
+_REGISTRY: Registry | None = None
+
+
+def get_registry() -> Registry:
+    """The process-wide registry: built-ins plus installed entry-point plugins, loaded once."""
+    global _REGISTRY
+    if _REGISTRY is None:
+        registry = Registry()
+        from . import builtin
+
+        registry.add_plugin(builtin, name=BUILTIN)
+        registry.load_entry_points()
+        _REGISTRY = registry
+    return _REGISTRY
+
+
+def load_plugins() -> Registry:
+    """Load all plugins (idempotent) so their classes can be named in configs by short name."""
+    return get_registry()
+
+
+def reset_registry() -> None:
+    """Forget loaded plugins (tests that change the environment switches use this)."""
+    global _REGISTRY
+    _REGISTRY = None
+
+
+def get_component(kind: str, name: str) -> type:
+    return get_registry().get(kind, name)
