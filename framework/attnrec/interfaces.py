@@ -90,7 +90,7 @@ class AttentionOutput(NamedTuple):
 
 
 class Attention(nn.Module, ABC):
-    """Attention of queries over keys/values.
+    """Attention of queries over keys/values. Constructed as ``cls(dim, ...)``.
 
     Implementations must never leave a query row with nothing to attend to (fully masked rows
     give NaN in fused kernels): such a row returns zeros and zero weights.
@@ -113,7 +113,7 @@ class Attention(nn.Module, ABC):
 
 # ----------------------------------------------------------------------- encoders
 class ItemEncoder(nn.Module, ABC):
-    """Item ids ``[...]`` -> vectors ``[..., dim]``."""
+    """Item ids ``[...]`` -> vectors ``[..., dim]``. Constructed as ``cls(num_items, dim, ...)``."""
 
     def __init__(self, num_items: int, dim: int) -> None:
         super().__init__()
@@ -141,7 +141,8 @@ class UserEncoding(NamedTuple):
 
 
 class UserEncoder(nn.Module, ABC):
-    """A batch (history of item ids) + an item encoder -> user vectors.
+    """A batch (history of item ids) + an item encoder -> user vectors. Constructed as
+    ``cls(dim, ...)``.
 
     Set ``all_positions = True`` on encoders that return one vector per history position
     (causal sequence models): the model then trains on every position at once.
@@ -161,7 +162,7 @@ class UserEncoder(nn.Module, ABC):
 
 # ------------------------------------------------------------------------ scorers
 class Scorer(nn.Module, ABC):
-    """Relevance of items to users.
+    """Relevance of items to users. Constructed as ``cls(dim, ...)`` (``dim`` may be unused).
 
     ``users [..., D]`` with shared ``items [N, D]`` -> ``[..., N]``; with per-row
     ``items [..., C, D]`` -> ``[..., C]``.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import lightning as L
 import torch
@@ -12,14 +12,26 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
 from .evaluation import Ranking, RankingEvaluator, rank_candidates, rank_full
+from .encoders import IdItemEncoder, TransformerUserEncoder
 from .interfaces import Batch, ItemEncoder, RecDataModule, Scorer, UserEncoder, UserEncoding
 from .scorers import DotScorer
 
 Loss = Literal["ce", "sampled_softmax", "bce", "bpr"]
+ItemEncoderFactory = Callable[[int, int], ItemEncoder]
+"""Builds the item encoder from ``(num_items, dim)``: a class or a ``functools.partial`` of one
+(in YAML, ``class_path`` + ``init_args`` without those two)."""
+UserEncoderFactory = Callable[[int], UserEncoder]
+"""Builds the user encoder from ``dim``."""
+ScorerFactory = Callable[[int], Scorer]
+"""Builds the scorer from ``dim``."""
 
 
 class Recommender(L.LightningModule):
     """Composes encoders and a scorer with a loss, AdamW and a warm-up/cosine schedule.
+
+    Components are given as factories that receive the sizes the data decides (``num_items``,
+    linked from the data module by the CLI) and the one shared width ``dim``, so a config
+    cannot build an item encoder and a user encoder of different widths.
 
     Losses: ``ce`` (softmax over the whole catalogue), ``sampled_softmax`` (target against the
     batch's ``negatives``, log-q corrected when the sampler provides ``negatives_logq``), ``bce``
@@ -32,9 +44,11 @@ class Recommender(L.LightningModule):
 
     def __init__(
         self,
-        item_encoder: ItemEncoder,
-        user_encoder: UserEncoder,
-        scorer: Scorer | None = None,
+        num_items: int,
+        dim: int = 64,
+        item_encoder: ItemEncoderFactory = IdItemEncoder,
+        user_encoder: UserEncoderFactory = TransformerUserEncoder,
+        scorer: ScorerFactory = DotScorer,
         loss: Loss = "ce",
         lr: float = 1e-3,
         weight_decay: float = 0.0,
@@ -46,14 +60,9 @@ class Recommender(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        if item_encoder.dim != user_encoder.dim:
-            raise ValueError(
-                f"item_encoder.dim={item_encoder.dim} differs from user_encoder.dim={user_encoder.dim}; "
-                "set both to the same width"
-            )
-        self.item_encoder = item_encoder
-        self.user_encoder = user_encoder
-        self.scorer = scorer if scorer is not None else DotScorer()
+        self.item_encoder = item_encoder(num_items, dim)
+        self.user_encoder = user_encoder(dim)
+        self.scorer = scorer(dim)
         self.loss_name = loss
         self.ks = sorted(set(ks))
         from .plugins import get_component

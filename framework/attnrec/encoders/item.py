@@ -8,7 +8,7 @@ from ..interfaces import ItemEncoder
 class IdItemEncoder(ItemEncoder):
     """One learned vector per item id (row 0, padding, stays zero)."""
 
-    def __init__(self, num_items: int, dim: int = 64, dropout: float = 0.0, init_std: float = 0.02) -> None:
+    def __init__(self, num_items: int, dim: int, dropout: float = 0.0, init_std: float = 0.02) -> None:
         super().__init__(num_items, dim)
         self.embedding = nn.Embedding(num_items + 1, dim, padding_idx=0)
         nn.init.normal_(self.embedding.weight, std=init_std)

@@ -14,7 +14,7 @@ class PoolingUserEncoder(UserEncoder):
     query pooling of NRMS's user encoder without the self-attention layer.
     """
 
-    def __init__(self, dim: int = 64, attention: AttentionFactory = AdditiveAttention, dropout: float = 0.0) -> None:
+    def __init__(self, dim: int, attention: AttentionFactory = AdditiveAttention, dropout: float = 0.0) -> None:
         super().__init__(dim)
         self.attention = attention(dim)
         self.dropout = nn.Dropout(dropout)

@@ -46,7 +46,7 @@ class TransformerUserEncoder(UserEncoder):
 
     def __init__(
         self,
-        dim: int = 64,
+        dim: int,
         num_layers: int = 2,
         max_len: int = 50,
         dropout: float = 0.2,

@@ -16,6 +16,9 @@ def _dot(users: Tensor, items: Tensor) -> Tensor:
 class DotScorer(Scorer):
     """Inner product: the scorer of SASRec, NRMS and two-tower retrieval."""
 
+    def __init__(self, dim: int | None = None) -> None:
+        super().__init__(dim)
+
     def forward(self, users: Tensor, items: Tensor) -> Tensor:
         return _dot(users, items)
 
@@ -23,8 +26,8 @@ class DotScorer(Scorer):
 class CosineScorer(Scorer):
     """Cosine similarity divided by a temperature (a small temperature sharpens the softmax)."""
 
-    def __init__(self, temperature: float = 0.1) -> None:
-        super().__init__()
+    def __init__(self, dim: int | None = None, temperature: float = 0.1) -> None:
+        super().__init__(dim)
         self.temperature = temperature
 
     def forward(self, users: Tensor, items: Tensor) -> Tensor:
@@ -34,7 +37,7 @@ class CosineScorer(Scorer):
 class BilinearScorer(Scorer):
     """``u^T W i``: lets user and item spaces differ (the graph self-attention seed's score)."""
 
-    def __init__(self, dim: int = 64) -> None:
+    def __init__(self, dim: int) -> None:
         super().__init__(dim)
         self.weight = nn.Parameter(torch.eye(dim))
 
@@ -46,7 +49,7 @@ class MLPScorer(Scorer):
     """An MLP on ``[u, i, u * i]``. Costs ``O(B * N)`` MLP calls on a full catalogue: use it with
     candidate lists or sampled losses, or a small catalogue."""
 
-    def __init__(self, dim: int = 64, hidden: tuple[int, ...] = (128, 64), dropout: float = 0.0) -> None:
+    def __init__(self, dim: int, hidden: tuple[int, ...] = (128, 64), dropout: float = 0.0) -> None:
         super().__init__(dim)
         layers: list[nn.Module] = []
         width = 3 * dim

@@ -1,0 +1,144 @@
+"""``attnrec``: LightningCLI (fit/validate/test/predict) plus ``plugins`` and ``recommend``.
+
+Plugins are loaded before the parser is built, so components can be named by their short
+class names (``--model.scorer=CosineScorer``) and ``--help`` covers plugin components. The two
+extra subcommands are dispatched in front of LightningCLI instead of overriding its internals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib import resources
+from typing import Any, Sequence
+
+import torch
+from lightning.pytorch.cli import LightningCLI
+
+from .interfaces import RecDataModule
+from .model import Recommender
+from .plugins import get_registry
+
+DEFAULT_CONFIG = str(resources.files("attnrec") / "configs" / "default.yaml")
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+
+class AttnRecCLI(LightningCLI):
+    """Links data facts into the model and tests the best checkpoint after ``fit``."""
+
+    def add_arguments_to_parser(self, parser: Any) -> None:
+        parser.link_arguments("data.num_items", "model.init_args.num_items", apply_on="instantiate")
+
+    def after_fit(self) -> None:
+        if self.trainer.interrupted:
+            return
+        ckpt = "best" if self.trainer.checkpoint_callback is not None and self.trainer.checkpoint_callback.best_model_path else None
+        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt, verbose=False)
+        if self.trainer.is_global_zero and ckpt:
+            print(f"best checkpoint: {self.trainer.checkpoint_callback.best_model_path}")
+
+
+def lightning_main(args: Sequence[str] | None = None) -> AttnRecCLI:
+    get_registry()  # import plugin classes so short names resolve
+    kwargs = {"default_config_files": [DEFAULT_CONFIG]}
+    return AttnRecCLI(
+        Recommender,
+        RecDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        parser_kwargs={name: kwargs for name in SUBCOMMANDS},
+        save_config_kwargs={"overwrite": True},
+        args=args,
+    )
+
+
+# ----------------------------------------------------------------- plugins
+def plugins_main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="attnrec plugins", description="List installed plugins and their components.")
+    parser.parse_args(argv)
+    from rich.console import Console
+    from rich.table import Table
+
+    registry = get_registry()
+    console = Console()
+    table = Table(title="attnrec plugins")
+    for column in ("plugin", "distribution", "version", "kind", "components"):
+        table.add_column(column, overflow="fold")
+    for info in registry.plugins.values():
+        by_kind: dict[str, list[str]] = {}
+        for component in info.components:
+            by_kind.setdefault(component.kind, []).append(component.name)
+        first = True
+        for kind, names in by_kind.items() or [("-", [])]:
+            row = (info.name, info.distribution, info.version) if first else ("", "", "")
+            table.add_row(*row, kind, ", ".join(names))
+            first = False
+    console.print(table)
+    for failure in registry.failures:
+        console.print(f"[red]failed[/red]: {failure}")
+    return 1 if registry.failures else 0
+
+
+# --------------------------------------------------------------- recommend
+def recommend_main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="attnrec recommend", description="Print top-k recommendations from a checkpoint written by `attnrec fit`."
+    )
+    parser.add_argument("--ckpt_path", required=True, help="checkpoint file")
+    parser.add_argument("--user", action="append", required=True, help="raw user id (repeatable)")
+    parser.add_argument("-k", type=int, default=10, help="how many items (default 10)")
+    parser.add_argument("--include_seen", action="store_true", help="do not exclude items the user already has")
+    args = parser.parse_args(argv)
+    get_registry()
+    from lightning import LightningDataModule
+    from rich.console import Console
+    from rich.table import Table
+
+    model = Recommender.load_from_checkpoint(args.ckpt_path, map_location="cpu")
+    datamodule = LightningDataModule.load_from_checkpoint(args.ckpt_path, map_location="cpu")
+    if not isinstance(datamodule, RecDataModule):
+        raise SystemExit(f"{args.ckpt_path}: its data module {type(datamodule).__name__} is not a RecDataModule")
+    model.eval()
+    catalog = datamodule.catalog
+    max_len = getattr(datamodule, "max_len", 50)
+    console = Console()
+    for user in args.user:
+        try:
+            history = datamodule.user_history(user)
+        except KeyError as exc:
+            raise SystemExit(str(exc.args[0])) from None
+        recent = history[-max_len:]
+        batch = {
+            "history": torch.nn.functional.pad(recent, (max_len - len(recent), 0)).unsqueeze(0),
+            "seen": history.unsqueeze(0),
+        }
+        items, scores = model.recommend(batch, k=args.k, exclude_seen=not args.include_seen)
+        table = Table(title=f"top {args.k} for user {user} ({len(history)} interactions)")
+        for column in ("rank", "item", "title", "score"):
+            table.add_column(column)
+        for rank, (item, score) in enumerate(zip(items[0].tolist(), scores[0].tolist()), start=1):
+            raw = catalog.raw_ids[item] if catalog.raw_ids else item
+            table.add_row(str(rank), str(raw), catalog.title(item) if catalog.titles else "", f"{score:.3f}")
+        console.print(table)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "plugins":
+        return plugins_main(argv[1:])
+    if argv and argv[0] == "recommend":
+        return recommend_main(argv[1:])
+    if not argv or argv[0] not in (*SUBCOMMANDS, "-h", "--help", "--version"):
+        if argv and not argv[0].startswith("-"):
+            print(f"attnrec: unknown subcommand {argv[0]!r}; choose from {', '.join((*SUBCOMMANDS, 'recommend', 'plugins'))}",
+                  file=sys.stderr)
+            return 2
+        if not argv:
+            argv = ["fit"]
+    lightning_main(argv)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
