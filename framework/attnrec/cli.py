@@ -27,7 +27,7 @@ class AttnRecCLI(LightningCLI):
     """Links data facts into the model and tests the best checkpoint after ``fit``."""
 
     def add_arguments_to_parser(self, parser: Any) -> None:
-        parser.link_arguments("data.num_items", "model.init_args.num_items", apply_on="instantiate")
+        parser.link_arguments("data.catalog", "model.init_args.catalog", apply_on="instantiate")
 
     def after_fit(self) -> None:
         if self.trainer.interrupted:
@@ -94,12 +94,12 @@ def recommend_main(argv: Sequence[str]) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    model = Recommender.load_from_checkpoint(args.ckpt_path, map_location="cpu")
-    datamodule = LightningDataModule.load_from_checkpoint(args.ckpt_path, map_location="cpu")
+    model = Recommender.load_from_checkpoint(args.ckpt_path, map_location="cpu", weights_only=False)
+    datamodule = LightningDataModule.load_from_checkpoint(args.ckpt_path, map_location="cpu", weights_only=False)
     if not isinstance(datamodule, RecDataModule):
         raise SystemExit(f"{args.ckpt_path}: its data module {type(datamodule).__name__} is not a RecDataModule")
     model.eval()
-    catalog = datamodule.catalog
+    catalog = model.catalog
     max_len = getattr(datamodule, "max_len", 50)
     console = Console()
     for user in args.user:

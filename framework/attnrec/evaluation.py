@@ -8,7 +8,7 @@ memory is ``O(B * chunk)`` whatever the catalogue size.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, NamedTuple, Protocol, Sequence
 
 import torch
 from torch import Tensor
@@ -33,26 +33,46 @@ def _check_finite(scores: Tensor, what: str) -> None:
         )
 
 
+class Scoring(Protocol):
+    """Scores of one batch of users; how a model exposes them to ranking."""
+
+    def chunk(self, lo: int, hi: int) -> Tensor:
+        """Scores of items ``lo .. hi - 1`` for every user, ``[B, hi - lo]``."""
+        ...
+
+    def items(self, ids: Tensor) -> Tensor:
+        """Scores of per-user item ids ``[B, C]`` -> ``[B, C]``."""
+        ...
+
+
+class VectorScoring:
+    """User vectors scored against item vectors by a scorer (the two-tower case)."""
+
+    def __init__(self, users: Tensor, item_vectors: Tensor, scorer: Callable[[Tensor, Tensor], Tensor]) -> None:
+        self.users, self.item_vectors, self.scorer = users, item_vectors, scorer
+
+    def chunk(self, lo: int, hi: int) -> Tensor:
+        return self.scorer(self.users, self.item_vectors[lo:hi])
+
+    def items(self, ids: Tensor) -> Tensor:
+        return self.scorer(self.users, self.item_vectors[ids])
+
+
 def rank_full(
-    users: Tensor,
-    item_vectors: Tensor,
-    score: Callable[[Tensor, Tensor], Tensor],
+    scoring: Scoring,
+    num_rows: int,
     targets: Tensor,
     seen: Tensor | None,
     k: int,
     chunk_size: int = 65536,
 ) -> Ranking:
-    """Rank every catalogue item for each user; ``seen`` items (except targets) are masked.
-
-    ``users [B, D]``, ``item_vectors [N + 1, D]`` (row 0 padding), ``targets [B, T]`` and
-    ``seen [B, S]`` 0-padded item ids.
-    """
+    """Rank every catalogue item (ids ``1 .. num_rows - 1``) for each user; ``seen`` items
+    (except targets) are masked. ``targets [B, T]`` and ``seen [B, S]`` are 0-padded item ids."""
     b, t = targets.shape
-    n_rows = item_vectors.shape[0]
-    device = users.device
+    device = targets.device
     relevant = targets != 0
-    target_scores = score(users, item_vectors[targets])  # [B, T], per-row path
-    _check_finite(target_scores, "target")
+    target_scores = scoring.items(targets).float()  # [B, T]
+    _check_finite(target_scores.masked_fill(~relevant, 0.0), "target")
     target_scores = target_scores.masked_fill(~relevant, float("inf"))
     if seen is not None:
         # a seen item that is also a target stays rankable
@@ -62,9 +82,9 @@ def rank_full(
     top_scores = torch.full((b, 0), float("-inf"), device=device)
     top_items = torch.zeros((b, 0), dtype=torch.long, device=device)
     step = max(1, chunk_size // max(t, 1))
-    for lo in range(0, n_rows, step):
-        hi = min(lo + step, n_rows)
-        scores = score(users, item_vectors[lo:hi]).float()  # [B, c]
+    for lo in range(0, num_rows, step):
+        hi = min(lo + step, num_rows)
+        scores = scoring.chunk(lo, hi).float()  # [B, c]
         _check_finite(scores, "item")
         valid = torch.ones_like(scores, dtype=torch.bool)
         if lo == 0:
@@ -210,10 +230,10 @@ def evaluate_popularity(
     loader = datamodule.val_dataloader() if stage == "val" else datamodule.test_dataloader()
     for batch in loader:
         users = torch.ones(batch["history"].shape[0], 1, dtype=torch.float64)
+        scoring = VectorScoring(users, popularity, lambda u, i: (u.unsqueeze(-2) * i).sum(-1) if i.dim() == 3 else u @ i.T)
         if "candidates" in batch:
-            ranking = rank_candidates(popularity[batch["candidates"], 0], batch["candidates"], batch["labels"], max(ks))
+            ranking = rank_candidates(scoring.items(batch["candidates"]), batch["candidates"], batch["labels"], max(ks))
         else:
-            ranking = rank_full(users, popularity, lambda u, i: (u.unsqueeze(-2) * i).sum(-1) if i.dim() == 3 else u @ i.T,
-                                batch["targets"], batch.get("seen"), max(ks))
+            ranking = rank_full(scoring, catalog.num_items + 1, batch["targets"], batch.get("seen"), max(ks))
         evaluator.update(ranking)
     return {name: float(value) for name, value in evaluator.compute().items()}

@@ -8,7 +8,6 @@ histories are left-padded ``[B, L]``; attention masks are boolean, broadcastable
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple
 
 import lightning as L
@@ -19,25 +18,34 @@ Batch = dict[str, Tensor]
 
 
 # --------------------------------------------------------------------------- data
-@dataclass
 class ItemCatalog:
     """Per-item facts indexed by internal item id (row 0 is the padding item).
 
     ``features`` holds tensors whose first dimension is ``num_items + 1`` (``category [N+1]``,
     ``title_tokens [N+1, T]``, ``visual [N+1, Dv]`` ...); ``popularity`` counts training
-    interactions; ``raw_ids``/``titles`` map back to what a person recognises.
+    interactions; ``raw_ids``/``titles`` map back to what a person recognises. The model keeps
+    the catalog it was built with (in its checkpoint), so item encoders can read features and
+    a checkpoint can name its items without the data.
     """
 
-    num_items: int
-    popularity: Tensor
-    raw_ids: list[Any] = field(default_factory=list)
-    titles: list[str] | None = None
-    features: dict[str, Tensor] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        rows = self.num_items + 1
+    def __init__(
+        self,
+        num_items: int,
+        popularity: Tensor | None = None,
+        raw_ids: list[Any] | None = None,
+        titles: list[str] | None = None,
+        features: dict[str, Tensor] | None = None,
+    ) -> None:
+        rows = num_items + 1
+        self.num_items = num_items
+        self.popularity = popularity if popularity is not None else torch.zeros(rows)
+        self.raw_ids = raw_ids if raw_ids is not None else list(range(rows))
+        self.titles = titles
+        self.features = features or {}
         if self.popularity.shape != (rows,):
             raise ValueError(f"ItemCatalog.popularity must have shape [{rows}], got {tuple(self.popularity.shape)}")
+        if len(self.raw_ids) != rows:
+            raise ValueError(f"ItemCatalog.raw_ids must have num_items + 1 = {rows} entries (entry 0 is padding)")
         for name, value in self.features.items():
             if value.shape[0] != rows:
                 raise ValueError(
@@ -45,10 +53,31 @@ class ItemCatalog:
                     "(row 0 is the padding item)"
                 )
 
+    def __repr__(self) -> str:
+        return f"ItemCatalog(num_items={self.num_items}, features={sorted(self.features)})"
+
+    def state(self) -> dict[str, Any]:
+        """Plain containers only, so checkpoints stay loadable with ``weights_only=True``."""
+        return {
+            "num_items": self.num_items,
+            "popularity": self.popularity,
+            "raw_ids": [x if isinstance(x, (int, float, str)) or x is None else str(x) for x in self.raw_ids],
+            "titles": self.titles,
+            "features": dict(self.features),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> ItemCatalog:
+        return cls(**state)
+
+    def cardinality(self, feature: str) -> int:
+        """Number of codes of an integer feature, padding code 0 included (an embedding's size)."""
+        return int(self.features[feature].max()) + 1
+
     def title(self, item: int) -> str:
         if self.titles is not None and self.titles[item]:
             return self.titles[item]
-        return str(self.raw_ids[item]) if self.raw_ids else str(item)
+        return str(self.raw_ids[item])
 
 
 class RecDataModule(L.LightningDataModule, ABC):
@@ -113,11 +142,12 @@ class Attention(nn.Module, ABC):
 
 # ----------------------------------------------------------------------- encoders
 class ItemEncoder(nn.Module, ABC):
-    """Item ids ``[...]`` -> vectors ``[..., dim]``. Constructed as ``cls(num_items, dim, ...)``."""
+    """Item ids ``[...]`` -> vectors ``[..., dim]``. Constructed as ``cls(catalog, dim, ...)``,
+    so an encoder can size its tables from the catalog and read item features from it."""
 
-    def __init__(self, num_items: int, dim: int) -> None:
+    def __init__(self, catalog: ItemCatalog, dim: int) -> None:
         super().__init__()
-        self.num_items = num_items
+        self.num_items = catalog.num_items
         self.dim = dim
 
     @abstractmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable, Literal, Sequence
 
@@ -11,14 +12,14 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
-from .evaluation import Ranking, RankingEvaluator, rank_candidates, rank_full
+from .evaluation import Ranking, RankingEvaluator, Scoring, VectorScoring, rank_candidates, rank_full
 from .encoders import IdItemEncoder, TransformerUserEncoder
-from .interfaces import Batch, ItemEncoder, RecDataModule, Scorer, UserEncoder, UserEncoding
+from .interfaces import Batch, ItemCatalog, ItemEncoder, RecDataModule, Scorer, UserEncoder, UserEncoding
 from .scorers import DotScorer
 
 Loss = Literal["ce", "sampled_softmax", "bce", "bpr"]
-ItemEncoderFactory = Callable[[int, int], ItemEncoder]
-"""Builds the item encoder from ``(num_items, dim)``: a class or a ``functools.partial`` of one
+ItemEncoderFactory = Callable[[ItemCatalog, int], ItemEncoder]
+"""Builds the item encoder from ``(catalog, dim)``: a class or a ``functools.partial`` of one
 (in YAML, ``class_path`` + ``init_args`` without those two)."""
 UserEncoderFactory = Callable[[int], UserEncoder]
 """Builds the user encoder from ``dim``."""
@@ -29,7 +30,7 @@ ScorerFactory = Callable[[int], Scorer]
 class Recommender(L.LightningModule):
     """Composes encoders and a scorer with a loss, AdamW and a warm-up/cosine schedule.
 
-    Components are given as factories that receive the sizes the data decides (``num_items``,
+    Components are given as factories that receive what the data decides (the ``catalog``,
     linked from the data module by the CLI) and the one shared width ``dim``, so a config
     cannot build an item encoder and a user encoder of different widths.
 
@@ -44,7 +45,7 @@ class Recommender(L.LightningModule):
 
     def __init__(
         self,
-        num_items: int,
+        catalog: ItemCatalog,
         dim: int = 64,
         item_encoder: ItemEncoderFactory = IdItemEncoder,
         user_encoder: UserEncoderFactory = TransformerUserEncoder,
@@ -59,8 +60,11 @@ class Recommender(L.LightningModule):
         item_chunk_size: int = 65536,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
-        self.item_encoder = item_encoder(num_items, dim)
+        # The catalog travels in the checkpoint on its own (see on_save_checkpoint): it holds
+        # tensors, and hyper-parameters must stay plain for `weights_only` loading.
+        self.save_hyperparameters(ignore=["catalog"])
+        self.catalog = catalog
+        self.item_encoder = item_encoder(catalog, dim)
         self.user_encoder = user_encoder(dim)
         self.scorer = scorer(dim)
         self.loss_name = loss
@@ -70,6 +74,31 @@ class Recommender(L.LightningModule):
         self.metric_objects = [get_component("metrics", name)() for name in metrics]
         self.evaluator = self._evaluator(None)
         self.protocol: dict[str, str] = {}
+
+    # ----------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep checkpoints self-describing and ``weights_only``-safe: factories become
+        ``class_path``/``init_args`` specs that jsonargparse (hence ``load_from_checkpoint``
+        and ``attnrec validate --ckpt_path``) turns back into factories."""
+        checkpoint["attnrec_catalog"] = self.catalog.state()
+        hparams = {key: to_spec(value) for key, value in checkpoint.get("hyper_parameters", {}).items()}
+        hparams.setdefault("_class_path", f"{type(self).__module__}.{type(self).__qualname__}")
+        hparams.setdefault("_instantiator", "lightning.pytorch.cli.instantiate_module")
+        checkpoint["hyper_parameters"] = hparams
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is not None and "datamodule_hyper_parameters" in checkpoint:
+            dm_hparams = dict(checkpoint["datamodule_hyper_parameters"])
+            dm_hparams.setdefault("_class_path", f"{type(datamodule).__module__}.{type(datamodule).__qualname__}")
+            dm_hparams.setdefault("_instantiator", "lightning.pytorch.cli.instantiate_module")
+            checkpoint["datamodule_hyper_parameters"] = dm_hparams
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, map_location: Any = None, **kwargs: Any) -> Recommender:  # type: ignore[override]
+        """As Lightning's, with the catalog restored from the checkpoint unless one is given."""
+        if "catalog" not in kwargs:
+            state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+            kwargs["catalog"] = ItemCatalog.from_state(state["attnrec_catalog"])
+        return super().load_from_checkpoint(checkpoint_path, map_location=map_location, **kwargs)
 
     # -------------------------------------------------------------- encoding
     def encode_users(self, batch: Batch, all_positions: bool = False, need_weights: bool = False) -> UserEncoding:
@@ -151,31 +180,27 @@ class Recommender(L.LightningModule):
             self.protocol = dict(datamodule.protocol) | {"loss": self.loss_name}
 
     def _evaluator(self, datamodule: RecDataModule | None) -> RankingEvaluator:
-        if datamodule is None:
-            return RankingEvaluator(self.metric_objects, self.ks, self.item_encoder.num_items)
         return RankingEvaluator(
             self.metric_objects,
             self.ks,
-            datamodule.num_items,
-            num_users=datamodule.num_users,
-            popularity=datamodule.catalog.popularity,
+            self.catalog.num_items,
+            num_users=datamodule.num_users if datamodule is not None else None,
+            popularity=self.catalog.popularity,
         )
+
+    def scoring(self, batch: Batch) -> Scoring:
+        """How this model scores items for a batch's users. Target-aware models (DIN, BST),
+        whose user representation depends on the item, override this."""
+        return VectorScoring(self.encode_users(batch).vectors, self.item_encoder.all_items(), self.scorer)
 
     def rank(self, batch: Batch) -> Ranking:
         """Rank the batch's candidates, or the whole catalogue with seen items masked."""
-        users = self.encode_users(batch).vectors
+        scoring = self.scoring(batch)
         k = max(self.ks)
         if "candidates" in batch:
-            scores = self.score(users, self.item_encoder(batch["candidates"]))
-            return rank_candidates(scores, batch["candidates"], batch["labels"], k)
+            return rank_candidates(scoring.items(batch["candidates"]), batch["candidates"], batch["labels"], k)
         return rank_full(
-            users,
-            self.item_encoder.all_items(),
-            self.score,
-            batch["targets"],
-            batch.get("seen"),
-            k,
-            self.hparams.item_chunk_size,
+            scoring, self.catalog.num_items + 1, batch["targets"], batch.get("seen"), k, self.hparams.item_chunk_size
         )
 
     def _eval_step(self, batch: Batch) -> None:
@@ -220,12 +245,11 @@ class Recommender(L.LightningModule):
     def recommend(self, batch: Batch, k: int = 10, exclude_seen: bool = True) -> tuple[Tensor, Tensor]:
         """Top-k item ids ``[B, k]`` and their scores for the users described by ``batch``
         (``history``, and ``seen`` items to exclude, by default the history)."""
-        users = self.encode_users(batch).vectors
-        items = self.item_encoder.all_items()
+        scoring = self.scoring(batch)
         seen = batch.get("seen", batch["history"]) if exclude_seen else None
-        no_targets = torch.zeros(users.shape[0], 0, dtype=torch.long, device=users.device)
-        top = rank_full(users, items, self.score, no_targets, seen, k, self.hparams.item_chunk_size).topk
-        return top, self.score(users, self.item_encoder(top))
+        no_targets = batch["history"].new_zeros(batch["history"].shape[0], 0)
+        top = rank_full(scoring, self.catalog.num_items + 1, no_targets, seen, k, self.hparams.item_chunk_size).topk
+        return top, scoring.items(top)
 
     @torch.no_grad()
     def attention_weights(self, batch: Batch) -> dict[str, Tensor]:
@@ -235,3 +259,20 @@ class Recommender(L.LightningModule):
     def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
         items, scores = self.recommend(batch, k=max(self.ks))
         return {"user": batch["user"], "items": items, "scores": scores}
+
+
+def to_spec(value: Any) -> Any:
+    """A factory (class or ``functools.partial`` of one, as jsonargparse builds them) as a
+    ``{"class_path", "init_args"}`` spec; other values unchanged."""
+    if isinstance(value, type):
+        return {"class_path": f"{value.__module__}.{value.__qualname__}"}
+    if isinstance(value, functools.partial):
+        target = next((x for x in (value.func, *value.args) if isinstance(x, type)), None)
+        if target is not None:
+            spec = to_spec(target)
+            if value.keywords:
+                spec["init_args"] = {k: to_spec(v) for k, v in value.keywords.items()}
+            return spec
+    if isinstance(value, (list, tuple)):
+        return type(value)(to_spec(v) for v in value)
+    return value
