@@ -23,7 +23,9 @@ class ItemCatalog:
 
     ``features`` holds tensors whose first dimension is ``num_items + 1`` (``category [N+1]``,
     ``title_tokens [N+1, T]``, ``visual [N+1, Dv]`` ...); ``popularity`` counts training
-    interactions; ``raw_ids``/``titles`` map back to what a person recognises. The model keeps
+    interactions; ``raw_ids``/``titles`` map back to what a person recognises; ``num_users`` and
+    ``train_edges [2, E]`` (internal user id, item id of every training interaction) serve
+    models with per-user parameters or graph propagation. The model keeps
     the catalog it was built with (in its checkpoint), so item encoders can read features and
     a checkpoint can name its items without the data.
     """
@@ -35,9 +37,13 @@ class ItemCatalog:
         raw_ids: list[Any] | None = None,
         titles: list[str] | None = None,
         features: dict[str, Tensor] | None = None,
+        num_users: int = 0,
+        train_edges: Tensor | None = None,
     ) -> None:
         rows = num_items + 1
         self.num_items = num_items
+        self.num_users = num_users
+        self.train_edges = train_edges
         self.popularity = popularity if popularity is not None else torch.zeros(rows)
         self.raw_ids = raw_ids if raw_ids is not None else list(range(rows))
         self.titles = titles
@@ -54,7 +60,7 @@ class ItemCatalog:
                 )
 
     def __repr__(self) -> str:
-        return f"ItemCatalog(num_items={self.num_items}, features={sorted(self.features)})"
+        return f"ItemCatalog(num_items={self.num_items}, num_users={self.num_users}, features={sorted(self.features)})"
 
     def state(self) -> dict[str, Any]:
         """Plain containers only, so checkpoints stay loadable with ``weights_only=True``."""
@@ -64,6 +70,8 @@ class ItemCatalog:
             "raw_ids": [x if isinstance(x, (int, float, str)) or x is None else str(x) for x in self.raw_ids],
             "titles": self.titles,
             "features": dict(self.features),
+            "num_users": self.num_users,
+            "train_edges": self.train_edges,
         }
 
     @classmethod

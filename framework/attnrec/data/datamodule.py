@@ -106,11 +106,15 @@ class InteractionDataModule(RecDataModule):
             users, items, np.asarray(times, dtype=np.float64), len(self.user_map), self.split_name,
             self.val_ratio, self.test_ratio, self.seed,
         )
-        popularity = np.bincount(np.concatenate(self.split_data.train), minlength=len(self.item_map) + 1)
+        train = self.split_data.train
+        popularity = np.bincount(np.concatenate(train), minlength=len(self.item_map) + 1)
+        edge_users = np.repeat(np.arange(len(train)), [len(seq) for seq in train])
         self._catalog = ItemCatalog(
             num_items=len(self.item_map),
             popularity=torch.as_tensor(popularity, dtype=torch.float32),
             raw_ids=list(self.item_map.raw),
+            num_users=len(self.user_map),
+            train_edges=torch.as_tensor(np.stack([edge_users, np.concatenate(train)])),
             **self._item_side(loaded.items),
         )
         self._filtering = filtering

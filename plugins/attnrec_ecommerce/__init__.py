@@ -1,0 +1,1 @@
+"""attnrec's ecommerce plugin (under construction in this change)."""

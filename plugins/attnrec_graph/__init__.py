@@ -1,0 +1,1 @@
+"""attnrec's graph plugin (under construction in this change)."""

@@ -1,0 +1,1 @@
+"""attnrec's news plugin (under construction in this change)."""

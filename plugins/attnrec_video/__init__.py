@@ -1,0 +1,1 @@
+"""attnrec's video plugin (under construction in this change)."""
