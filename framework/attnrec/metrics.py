@@ -73,7 +73,11 @@ class AUC(RankingMetric):
         n = num_candidates.to(torch.float64)
         finite = torch.isfinite(ranks)
         below = torch.where(finite, n.unsqueeze(1) - ranks, torch.zeros_like(ranks)).sum(dim=1)
-        correct = below - p * (p - 1) / 2  # pairs among relevant items are not (relevant, irrelevant) pairs
+        # `below` also counts relevant items strictly below a relevant one; pessimistic ranks are
+        # equal exactly when scores tie, so those are the pairs of finite, different ranks
+        # (p(p-1)/2 only when no two relevant items tie)
+        strictly = (ranks.unsqueeze(2) < ranks.unsqueeze(1)) & finite.unsqueeze(2) & finite.unsqueeze(1)
+        correct = below - strictly.sum(dim=(1, 2)).to(torch.float64)
         pairs = p * (n - p)
         return torch.where(pairs > 0, correct / pairs.clamp(min=1), torch.zeros_like(pairs))
 
