@@ -8,6 +8,7 @@ from typing import Any, Mapping
 
 import datasets
 import numpy as np
+import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
@@ -83,7 +84,7 @@ class InteractionDataModule(RecDataModule):
             return Loaded(read_table(self.table, self.columns))
         if self.path is None:
             raise ValueError(f"{type(self).__name__}: give path= (an interactions file) or table= (a Dataset)")
-        items = read_table(self.items_path, required=("item",)) if self.items_path else None
+        items = read_table(self.items_path, required=("item",), extra=True) if self.items_path else None
         return Loaded(read_table(self.path, self.columns, sep=self.sep), items)
 
     def _prepare(self) -> None:
@@ -122,25 +123,34 @@ class InteractionDataModule(RecDataModule):
         self._prepared = True
 
     def _item_side(self, items: datasets.Dataset | None) -> dict[str, Any]:
-        """Titles and integer-coded categorical features from the item table, by internal id."""
+        """Titles and features from the item table, by internal id: float columns stay numbers
+        (missing = 0), other columns become integer codes ``1..V`` with 0 for padding and
+        missing values. Items absent from the interactions are dropped; a repeated item keeps
+        its first row."""
         if items is None:
             return {}
-        frame = items.to_pandas()
+        frame = items.to_pandas().drop_duplicates("item", keep="first")
         known = frame["item"].isin(self.item_map.raw[1:]).to_numpy()
         frame = frame[known]
         rows = self.item_map.encode(frame["item"].to_numpy())
         side: dict[str, Any] = {"features": {}}
         if "title" in frame.columns:
             titles = [""] * (len(self.item_map) + 1)
-            for row, title in zip(rows, frame["title"].astype(str)):
+            for row, title in zip(rows, frame["title"].fillna("").astype(str)):
                 titles[row] = title
             side["titles"] = titles
         for column in frame.columns:
             if column in ("item", "title"):
                 continue
-            codes, _ = _codes(frame[column])
-            feature = torch.zeros(len(self.item_map) + 1, dtype=torch.long)
-            feature[torch.as_tensor(rows)] = torch.as_tensor(codes + 1)  # 0 = padding / unknown
+            values = frame[column]
+            if pd.api.types.is_float_dtype(values):
+                feature = torch.zeros(len(self.item_map) + 1, dtype=torch.float32)
+                feature[torch.as_tensor(rows)] = torch.as_tensor(values.fillna(0.0).to_numpy(), dtype=torch.float32)
+            else:
+                feature = torch.zeros(len(self.item_map) + 1, dtype=torch.long)
+                present = ~(values.isna() | (values.astype(str).str.strip() == "")).to_numpy()
+                codes, _ = _codes(values[present])
+                feature[torch.as_tensor(rows[present])] = torch.as_tensor(codes + 1)  # 0 = padding / unknown
             side["features"][column] = feature
         return side
 

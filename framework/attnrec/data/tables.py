@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -41,6 +43,37 @@ def _reader(path: Path, sep: str | None, header: bool, names: Sequence[str] | No
         raise DataFormatError(f"{path}: cannot be parsed ({exc}); check the separator (sep=...) and quoting") from exc
 
 
+def parse_delimited(
+    data: bytes,
+    label: str,
+    sep: str,
+    names: Sequence[str] | None = None,
+    encoding: str = "utf-8",
+) -> pd.DataFrame:
+    """A delimited text (read from a file or an archive member) as string columns; with
+    ``names`` the text has no header line. Quotes are not special (the GroupLens formats put
+    bare quotes in titles)."""
+    if len(sep) > 1:  # multi-character separators ('::') would need pandas' slow regex engine
+        data = data.replace(sep.encode(encoding), b"\x1f")
+        sep = "\x1f"
+    try:
+        return pd.read_csv(
+            io.BytesIO(data),
+            sep=sep,
+            header=None if names is not None else 0,
+            names=list(names) if names is not None else None,
+            dtype=str,
+            keep_default_na=False,
+            quoting=csv.QUOTE_NONE,
+            encoding=encoding,
+            index_col=False,
+        )
+    except pd.errors.EmptyDataError:
+        raise DataFormatError(f"{label}: the file is empty; it should hold one record per line") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        raise DataFormatError(f"{label}: cannot be parsed ({exc}); is it the right file for this format?") from exc
+
+
 def _looks_like_lines(path: Path) -> bool:
     with open(path, "rb") as handle:
         return not handle.read(1).startswith(b"[")
@@ -55,6 +88,9 @@ def read_table(
     names: Sequence[str] | None = None,
     integer_ids: bool = False,
     required: Sequence[str] = REQUIRED,
+    label: str | None = None,
+    first_line: int = 1,
+    extra: bool = False,
 ) -> datasets.Dataset:
     """Read interactions into a ``datasets.Dataset`` with canonical columns.
 
@@ -62,13 +98,15 @@ def read_table(
     source's names; unmapped canonical names are looked up as they are. Ids stay as read
     (strings or integers) unless ``integer_ids`` demands integers; ``timestamp`` must be
     numeric or a date. Every problem raises :class:`DataFormatError` naming the file, the row
-    (1-based line in the file) and the column.
+    (1-based line in the file) and the column. For an in-memory ``source`` parsed from a
+    file, ``label`` names that file and ``first_line`` is the line of its first row. Other
+    columns are dropped unless ``extra`` (item tables keep their side information).
     """
     columns = dict(columns or {})
     if isinstance(source, datasets.Dataset):
-        label, frame, first_line = "<Dataset>", source.to_pandas(), 1
+        label, frame = label or "<Dataset>", source.to_pandas()
     elif isinstance(source, pd.DataFrame):
-        label, frame, first_line = "<DataFrame>", source.copy(), 1
+        label, frame = label or "<DataFrame>", source.copy()
     else:
         path = Path(source)
         if not path.exists():
@@ -91,7 +129,7 @@ def read_table(
         rename[source_name] = canonical
     if "timestamp" not in rename.values() and "timestamp" in frame.columns:
         rename["timestamp"] = "timestamp"
-    keep = [c for c in frame.columns if c in rename]
+    keep = [c for c in frame.columns if c in rename or (extra and c not in rename.values())]
     frame = frame[keep].rename(columns=rename)
     _check_repeated_header(frame, rename, label, first_line)
     for canonical in frame.columns:
@@ -104,7 +142,7 @@ def read_table(
                 "user and an item (drop incomplete rows first)"
             )
     if integer_ids:
-        for canonical in ("user", "item"):
+        for canonical in [c for c in ("user", "item") if c in frame.columns]:
             frame[canonical] = _as_integers(frame[canonical], label, canonical, first_line)
     if "timestamp" in frame.columns:
         frame["timestamp"] = _as_time(frame["timestamp"], label, first_line)
@@ -115,10 +153,11 @@ def read_table(
 
 def _check_repeated_header(frame: pd.DataFrame, rename: dict[str, str], label: str, first_line: int) -> None:
     inverse = {v: k for k, v in rename.items()}
+    keys = [c for c in ("user", "item") if c in inverse]
     same = np.ones(len(frame), dtype=bool)
-    for canonical in ("user", "item"):
+    for canonical in keys:
         same &= frame[canonical].astype(str).to_numpy() == str(inverse[canonical])
-    if same.any():
+    if keys and same.any():
         row = int(np.flatnonzero(same)[0])
         raise DataFormatError(
             f"{label}, row {row + first_line}: repeats the header line (were files concatenated with their "
