@@ -69,7 +69,7 @@ class MultiHeadAttention(Attention):
         else:
             weights = None
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
-        if empty is not None:
-            out = out.masked_fill(empty, 0.0)
-        out = out.transpose(1, 2).reshape(b, lq, self.dim)
-        return AttentionOutput(self.out_proj(out), weights)
+        out = self.out_proj(out.transpose(1, 2).reshape(b, lq, self.dim))
+        if empty is not None:  # rows with nothing to attend to are zero after the projection too
+            out = out.masked_fill(empty[:, 0], 0.0)
+        return AttentionOutput(out, weights)

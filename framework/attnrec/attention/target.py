@@ -9,6 +9,17 @@ from ..interfaces import Attention, AttentionOutput
 from .multihead import attendable
 
 
+class _PReLU(nn.Module):
+    """PReLU with one slope per unit of the last dimension (``nn.PReLU`` uses dim 1)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.slope = nn.Parameter(torch.full((size,), 0.25))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.where(x >= 0, x, self.slope * x)
+
+
 class TargetAttention(Attention):
     """DIN's activation unit: an MLP scores each behaviour against the target item.
 
@@ -24,7 +35,7 @@ class TargetAttention(Attention):
         layers: list[nn.Module] = []
         width = 4 * dim
         for size in hidden:
-            layers += [nn.Linear(width, size), nn.PReLU(size)]
+            layers += [nn.Linear(width, size), _PReLU(size)]
             width = size
         layers.append(nn.Linear(width, 1))
         self.mlp = nn.Sequential(*layers)

@@ -1,0 +1,63 @@
+"""Every registered attention, scorer and encoder — built-in or from an installed plugin —
+passes attnrec.testing's conformance checks."""
+
+from __future__ import annotations
+
+import pytest
+
+from attnrec import get_registry
+from attnrec.data import SyntheticDataModule
+from attnrec.testing import (
+    check_attention,
+    check_data_module,
+    check_item_encoder,
+    check_scorer,
+    check_user_encoder,
+    tiny_catalog,
+)
+
+pytest_plugins = ["attnrec.testing"]
+REGISTRY = get_registry()
+
+
+def _components(kind: str, base: str | None = None) -> list:
+    out = []
+    for name in REGISTRY.names(kind):
+        cls = REGISTRY.get(kind, name)
+        if base is None or any(b.__name__ == base for b in cls.__mro__):
+            out.append(pytest.param(cls, id=name))
+    return out
+
+
+@pytest.mark.parametrize("cls", _components("attentions"))
+def test_attention_conforms(cls: type) -> None:
+    check_attention(cls)
+
+
+@pytest.mark.parametrize("cls", _components("scorers"))
+def test_scorer_conforms(cls: type) -> None:
+    check_scorer(cls)
+
+
+@pytest.mark.parametrize("cls", _components("encoders", "UserEncoder"))
+def test_user_encoder_conforms(cls: type) -> None:
+    check_user_encoder(cls)
+
+
+@pytest.mark.parametrize("cls", _components("encoders", "ItemEncoder"))
+def test_item_encoder_conforms(cls: type) -> None:
+    catalog = tiny_catalog()
+    try:
+        cls(catalog, 16)
+    except KeyError as missing:  # encoders of domain features (title tokens, visual vectors ...)
+        pytest.skip(f"{cls.__name__} needs catalog feature {missing}; its plugin's tests cover it")
+    check_item_encoder(cls, catalog)
+
+
+def test_bundled_data_conforms() -> None:
+    check_data_module(SyntheticDataModule(num_users=100, num_items=200, max_len=10))
+
+
+def test_fixtures_give_fresh_registry(attnrec_registry, attnrec_catalog) -> None:
+    assert "MultiHeadAttention" in attnrec_registry.names("attentions")
+    assert attnrec_catalog.num_items == 30
