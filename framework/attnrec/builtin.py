@@ -7,10 +7,10 @@ from .hookspecs import Register, hookimpl
 
 @hookimpl
 def register_data(register: Register) -> None:
-    from .data import InteractionDataModule, SyntheticDataModule
+    from .data import AmazonReviewsDataModule, InteractionDataModule, MovieLensDataModule, SyntheticDataModule
 
-    register(InteractionDataModule)
-    register(SyntheticDataModule)
+    for cls in (InteractionDataModule, SyntheticDataModule, MovieLensDataModule, AmazonReviewsDataModule):
+        register(cls)
 
 
 @hookimpl

@@ -1,12 +1,16 @@
-"""Interaction tables, id maps, splits, samplers and the data modules."""
+"""Interaction tables, id maps, splits, samplers, the data modules and public data-set loaders."""
 
+from .amazon import AmazonReviewsDataModule
 from .datamodule import InteractionDataModule, Loaded
+from .download import ChecksumError, cache_root, fetch
 from .interactions import IdMap, Split, k_core, split
+from .movielens import MovieLensDataModule
 from .sequences import Collate, EvalLists, NegativeSampler, TrainWindows
 from .synthetic import SyntheticDataModule, generate
 from .tables import DataFormatError, read_table
 
 __all__ = [
-    "Collate", "DataFormatError", "EvalLists", "IdMap", "InteractionDataModule", "Loaded", "NegativeSampler",
-    "Split", "SyntheticDataModule", "TrainWindows", "generate", "k_core", "read_table", "split",
+    "AmazonReviewsDataModule", "ChecksumError", "Collate", "DataFormatError", "EvalLists", "IdMap",
+    "InteractionDataModule", "Loaded", "MovieLensDataModule", "NegativeSampler", "Split", "SyntheticDataModule",
+    "TrainWindows", "cache_root", "fetch", "generate", "k_core", "read_table", "split",
 ]  # fmt: skip

@@ -145,10 +145,12 @@ class InteractionDataModule(RecDataModule):
             values = frame[column]
             if pd.api.types.is_float_dtype(values):
                 feature = torch.zeros(len(self.item_map) + 1, dtype=torch.float32)
-                feature[torch.as_tensor(rows)] = torch.as_tensor(values.fillna(0.0).to_numpy(), dtype=torch.float32)
+                feature[torch.as_tensor(rows)] = torch.tensor(values.fillna(0.0).to_numpy(), dtype=torch.float32)
             else:
-                feature = torch.zeros(len(self.item_map) + 1, dtype=torch.long)
                 present = ~(values.isna() | (values.astype(str).str.strip() == "")).to_numpy()
+                if not present.any():  # e.g. no brand in this release's metadata: no feature
+                    continue
+                feature = torch.zeros(len(self.item_map) + 1, dtype=torch.long)
                 codes, _ = _codes(values[present])
                 feature[torch.as_tensor(rows[present])] = torch.as_tensor(codes + 1)  # 0 = padding / unknown
             side["features"][column] = feature

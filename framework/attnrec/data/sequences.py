@@ -10,6 +10,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 Sampling = Literal["uniform", "popularity"]
+REDRAW_ROUNDS = 20
 
 
 class NegativeSampler:
@@ -169,9 +170,12 @@ class Collate:
             if self.num_negatives:
                 assert self.sampler is not None
                 negatives, logq = self.sampler.sample((*target.shape, self.num_negatives))
-                # redraw accidental hits of the target once (they are masked in the loss if they remain)
-                hits = negatives == target.unsqueeze(-1)
-                if bool(hits.any()):
+                # redraw accidental hits of the target (a few rounds clear them unless the catalogue
+                # is tiny; the losses mask any that remain)
+                for _ in range(REDRAW_ROUNDS):
+                    hits = negatives == target.unsqueeze(-1)
+                    if not bool(hits.any()):
+                        break
                     redraw, redraw_logq = self.sampler.sample((int(hits.sum()),))
                     negatives[hits] = redraw
                     if logq is not None and redraw_logq is not None:
