@@ -69,7 +69,9 @@ class MultiHeadAttention(Attention):
         else:
             weights = None
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+            if empty is not None:  # a head whose row was opened up contributes nothing, as its zero weights say
+                out = out.masked_fill(empty, 0.0)
         out = self.out_proj(out.transpose(1, 2).reshape(b, lq, self.dim))
-        if empty is not None:  # rows with nothing to attend to are zero after the projection too
-            out = out.masked_fill(empty[:, 0], 0.0)
+        if empty is not None:  # rows with nothing to attend to in any head are zero after the projection too
+            out = out.masked_fill(empty.all(dim=1), 0.0)
         return AttentionOutput(out, weights)
