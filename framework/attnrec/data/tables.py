@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -53,6 +54,8 @@ def parse_delimited(
     """A delimited text (read from a file or an archive member) as string columns; with
     ``names`` the text has no header line. Quotes are not special (the GroupLens formats put
     bare quotes in titles)."""
+    if not data.strip():
+        raise DataFormatError(f"{label}: the file is empty; it should hold one record per line")
     if len(sep) > 1:  # multi-character separators ('::') would need pandas' slow regex engine
         data = data.replace(sep.encode(encoding), b"\x1f")
         sep = "\x1f"
@@ -191,7 +194,9 @@ def _as_time(values: pd.Series, label: str, first_line: int) -> pd.Series:
     numbers = pd.to_numeric(values, errors="coerce")
     if not bool(numbers.isna().any()):
         return numbers.astype(np.float64)
-    dates = pd.to_datetime(values, errors="coerce", utc=True)
+    with warnings.catch_warnings():  # "could not infer format": mixed formats are parsed one by one, as wanted
+        warnings.simplefilter("ignore", UserWarning)
+        dates = pd.to_datetime(values, errors="coerce", utc=True)
     if not bool(dates.isna().any()):
         return (dates.astype("int64") // 10**9).astype(np.float64)
     bad = numbers.isna() & dates.isna()

@@ -1,0 +1,122 @@
+"""Malformed input: every error names the file, the row and column, and says how to fix it."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from attnrec.data import AmazonReviewsDataModule, DataFormatError, InteractionDataModule, MovieLensDataModule
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def load_csv(path: Path, **kwargs) -> InteractionDataModule:
+    module = InteractionDataModule(path=str(path), **kwargs)
+    module.setup()
+    return module
+
+
+def test_missing_column_names_file_column_and_mapping(tmp_path: Path) -> None:
+    path = write(tmp_path / "log.csv", "user,product,timestamp\n1,2,3\n")
+    with pytest.raises(DataFormatError, match=r"log\.csv: missing column 'item'.*columns found: user, product, timestamp.*columns="):
+        load_csv(path)
+    # the suggested fix works
+    assert load_csv(path, columns={"item": "product"}).num_items == 1
+
+
+def test_non_integer_id_in_an_integer_format(tmp_path: Path) -> None:
+    folder = tmp_path / "ml-100k"
+    folder.mkdir()
+    write(folder / "u.data", "1\t10\t5\t100\n1\tx7\t4\t101\n")
+    with pytest.raises(DataFormatError, match=r"u\.data, row 2, column 'item': 'x7' is not an integer id"):
+        MovieLensDataModule(path=str(folder)).setup()
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    with pytest.raises(DataFormatError, match=r"empty\.csv: the file is empty"):
+        load_csv(write(tmp_path / "empty.csv", ""))
+    folder = tmp_path / "ml-100k"
+    folder.mkdir()
+    write(folder / "u.data", "")
+    with pytest.raises(DataFormatError, match=r"u\.data: the file is empty"):
+        MovieLensDataModule(path=str(folder)).setup()
+
+
+def test_header_only_file(tmp_path: Path) -> None:
+    with pytest.raises(DataFormatError, match=r"head\.csv: no interactions .*add at least one row"):
+        load_csv(write(tmp_path / "head.csv", "user,item,timestamp\n"))
+    inter = write(tmp_path / "ml-100k.inter", "user_id:token\titem_id:token\trating:float\ttimestamp:float\n")
+    with pytest.raises(DataFormatError, match=r"ml-100k\.inter: no interactions"):
+        MovieLensDataModule(path=str(inter)).setup()
+
+
+def test_repeated_header_row(tmp_path: Path) -> None:
+    text = "user,item,timestamp\n1,2,3\n1,3,4\nuser,item,timestamp\n2,2,5\n"
+    with pytest.raises(DataFormatError, match=r"twice\.csv, row 4: repeats the header line.*delete the repeated header"):
+        load_csv(write(tmp_path / "twice.csv", text))
+    header = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+    inter = write(tmp_path / "ml-100k.inter", header + "1\t2\t3\t4\n" + header + "2\t2\t3\t5\n")
+    with pytest.raises(DataFormatError, match=r"ml-100k\.inter, row 3: repeats the header line"):
+        MovieLensDataModule(path=str(inter)).setup()
+
+
+def test_bad_timestamp(tmp_path: Path) -> None:
+    text = "user,item,timestamp\n1,2,100\n1,3,yesterday\n"
+    with pytest.raises(DataFormatError, match=r"time\.csv, row 3, column 'timestamp': 'yesterday' is neither.*ISO 8601"):
+        load_csv(write(tmp_path / "time.csv", text))
+
+
+def test_dates_are_accepted_as_timestamps(tmp_path: Path) -> None:
+    text = "user,item,timestamp\n1,2,2020-01-02\n1,3,2020-01-01\n1,4,2020-01-03\n"
+    module = load_csv(write(tmp_path / "dates.csv", text))
+    assert module.item_map.raw[module.split_data.test[1][0]] == "4"  # the latest date is the test item
+
+
+def test_empty_id(tmp_path: Path) -> None:
+    text = "user,item,timestamp\n1,2,100\n,3,101\n"
+    with pytest.raises(DataFormatError, match=r"noid\.csv, row 3, column 'user': empty id"):
+        load_csv(write(tmp_path / "noid.csv", text))
+
+
+def test_amazon_json_errors_name_line_and_field(tmp_path: Path) -> None:
+    good = {"reviewerID": "A", "asin": "B1", "overall": 5.0, "unixReviewTime": 10}
+    lines = [json.dumps(good), "", json.dumps({**good, "asin": ""})]
+    path = tmp_path / "Beauty_5.json.gz"
+    with gzip.open(path, "wt") as handle:
+        handle.write("\n".join(lines) + "\n")
+    with pytest.raises(DataFormatError, match=r"Beauty_5\.json\.gz, line 3, column 'asin': empty id"):
+        AmazonReviewsDataModule(path=str(path)).setup()
+    missing = {k: v for k, v in good.items() if k != "unixReviewTime"}
+    write(path, json.dumps(good) + "\n" + json.dumps(missing) + "\n")  # plain text under a .gz name
+    with pytest.raises(DataFormatError, match=r"line 2, column 'unixReviewTime': missing.*keys found: reviewerID, asin"):
+        AmazonReviewsDataModule(path=str(path)).setup()
+    write(path, json.dumps(good) + "\n" + json.dumps({**good, "unixReviewTime": "soon"}) + "\n")
+    with pytest.raises(DataFormatError, match=r"line 2, column 'unixReviewTime': 'soon' is not a number"):
+        AmazonReviewsDataModule(path=str(path)).setup()
+    write(path, json.dumps(good) + "\n{'reviewerID': 'A', 'asin'\n")
+    with pytest.raises(DataFormatError, match=r"line 2: neither JSON nor a Python literal"):
+        AmazonReviewsDataModule(path=str(path)).setup()
+
+
+def test_amazon_csv_errors(tmp_path: Path) -> None:
+    with pytest.raises(DataFormatError, match=r"ratings_Beauty\.csv: the file is empty"):
+        AmazonReviewsDataModule(path=str(write(tmp_path / "ratings_Beauty.csv", ""))).setup()
+    path = write(tmp_path / "ratings_Toys.csv", "A,B1,5.0,100\nA,B2,five,101\n")
+    with pytest.raises(DataFormatError, match=re.escape("ratings_Toys.csv, row 2, column 'rating': 'five' is not a number")):
+        AmazonReviewsDataModule(path=str(path)).setup()
+
+
+def test_missing_file_and_unknown_variant(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"nowhere\.zip: no such file"):
+        MovieLensDataModule(path=str(tmp_path / "nowhere.zip")).setup()
+    with pytest.raises(ValueError, match=r"unknown MovieLens variant '20m'; choose one of \['100k', '1m'\]"):
+        MovieLensDataModule(variant="20m")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"no Amazon ratings file is published for version '2023'; available: .*2018"):
+        AmazonReviewsDataModule(category="All_Beauty", version="2023", kind="ratings")
