@@ -8,7 +8,9 @@ extra subcommands are dispatched in front of LightningCLI instead of overriding 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import warnings
 from importlib import resources
 from typing import Any, Sequence
 
@@ -17,10 +19,11 @@ from lightning.pytorch.cli import LightningCLI
 
 from .interfaces import RecDataModule
 from .model import Recommender
-from .plugins import get_registry
+from .plugins import PluginError, get_registry
 
 DEFAULT_CONFIG = str(resources.files("attnrec") / "configs" / "default.yaml")
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
+EXTRA = "Also: `attnrec plugins` (installed plugins and their components), `attnrec recommend --ckpt_path CKPT --user ID -k 10`."
 
 
 class AttnRecCLI(LightningCLI):
@@ -46,7 +49,7 @@ def lightning_main(args: Sequence[str] | None = None) -> AttnRecCLI:
         RecDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
-        parser_kwargs={name: kwargs for name in SUBCOMMANDS},
+        parser_kwargs={"epilog": EXTRA, **{name: kwargs for name in SUBCOMMANDS}},
         save_config_kwargs={"overwrite": True},
         args=args,
     )
@@ -54,13 +57,19 @@ def lightning_main(args: Sequence[str] | None = None) -> AttnRecCLI:
 
 # ----------------------------------------------------------------- plugins
 def plugins_main(argv: Sequence[str]) -> int:
+    """Broken plugins are reported on stderr without failing the listing (that is what
+    ``ATTNREC_STRICT_PLUGINS=1`` is for), so the command stays usable to diagnose them."""
     parser = argparse.ArgumentParser(prog="attnrec plugins", description="List installed plugins and their components.")
     parser.parse_args(argv)
     from rich.console import Console
     from rich.table import Table
 
-    registry = get_registry()
+    with warnings.catch_warnings():  # failures are listed below, once
+        warnings.simplefilter("ignore", RuntimeWarning)
+        registry = get_registry()
     console = Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(width=200)  # piped (grep, tests): do not fold component names
     table = Table(title="attnrec plugins")
     for column in ("plugin", "distribution", "version", "kind", "components"):
         table.add_column(column, overflow="fold")
@@ -74,9 +83,10 @@ def plugins_main(argv: Sequence[str]) -> int:
             table.add_row(*row, kind, ", ".join(names))
             first = False
     console.print(table)
+    errors = Console(stderr=True, width=console.width)
     for failure in registry.failures:
-        console.print(f"[red]failed[/red]: {failure}")
-    return 1 if registry.failures else 0
+        errors.print(f"failed: {failure}", markup=False, highlight=False)
+    return 0
 
 
 # --------------------------------------------------------------- recommend
@@ -125,6 +135,14 @@ def recommend_main(argv: Sequence[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _dispatch(argv)
+    except PluginError as exc:  # raised only under ATTNREC_STRICT_PLUGINS=1; the traceback adds nothing
+        print(f"attnrec: {exc}", file=sys.stderr)
+        return 1
+
+
+def _dispatch(argv: list[str]) -> int:
     if argv and argv[0] == "plugins":
         return plugins_main(argv[1:])
     if argv and argv[0] == "recommend":
@@ -136,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         if not argv:
             argv = ["fit"]
-    lightning_main(argv)
+    lightning_main(None if argv == sys.argv[1:] else argv)  # LightningCLI warns when given both
     return 0
 
 

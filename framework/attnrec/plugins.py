@@ -97,7 +97,10 @@ class Registry:
         """Register one plugin module (or object with hookimpls) and run its registration hooks."""
         if not version:
             version = _version_of(distribution)
-        self.pm.register(module, name=name)
+        try:
+            self.pm.register(module, name=name)
+        except (ValueError, pluggy.PluginValidationError) as exc:  # name taken, or a hook's arguments misspelled
+            raise PluginError(f"plugin {name!r} ({distribution}) cannot be registered: {exc}") from exc
         try:
             self.pm.check_pending()
         except pluggy.PluginValidationError as exc:
@@ -124,14 +127,16 @@ class Registry:
 
         def register(cls: type, name: str | None = None) -> None:
             if not isinstance(cls, type) or not issubclass(cls, interfaces):
-                wanted = " or ".join(i.__name__ for i in interfaces)
-                raise TypeError(f"register_{kind}: {cls!r} is not a subclass of {wanted}")
+                wanted = " or ".join(f"{i.__module__.split('.')[0]}.{i.__name__}" for i in interfaces)
+                raise TypeError(f"plugin {plugin!r}: register_{kind} got {cls!r}, which is not a subclass of {wanted}")
             key = cls.__name__
             existing = self.components[kind].get(key)
-            if existing is not None and existing.cls is not cls:
+            if existing is not None and existing.cls is cls and existing.plugin == plugin:
+                return  # registered twice by the same hook: harmless
+            if existing is not None:
                 raise PluginError(
-                    f"{kind} component name {key!r} from plugin {plugin!r} clashes with the one from plugin "
-                    f"{existing.plugin!r}; rename one of the classes"
+                    f"{kind} component name {key!r} from plugin {plugin!r} ({cls.__module__}) clashes with the one "
+                    f"from plugin {existing.plugin!r} ({existing.cls.__module__}); rename one of the classes"
                 )
             component = Component(kind=kind, name=key, cls=cls, plugin=plugin, display_name=name)
             self.components[kind][key] = component
@@ -143,12 +148,28 @@ class Registry:
         only = _env_list("ATTNREC_LOAD_PLUGINS")
         disabled = set(_env_list("ATTNREC_DISABLE_PLUGINS") or [])
         strict = os.environ.get("ATTNREC_STRICT_PLUGINS", "") not in ("", "0", "false", "False")
-        for ep in sorted(md.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-            if ep.name in self.plugins or ep.name in disabled or (only is not None and ep.name not in only):
+        entry_points = sorted(md.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)
+        if only:
+            missing = sorted(set(only) - {ep.name for ep in entry_points})
+            if missing:
+                installed = ", ".join(sorted({ep.name for ep in entry_points})) or "none"
+                message = f"ATTNREC_LOAD_PLUGINS names plugins that are not installed: {', '.join(missing)}; installed: {installed}"
+                if strict:
+                    raise PluginError(message)
+                warnings.warn(message, RuntimeWarning, stacklevel=2)
+        tried: dict[str, str] = {}  # entry-point name -> distribution
+        for ep in entry_points:
+            if ep.name in disabled or (only is not None and ep.name not in only):
                 continue
             dist = ep.dist.name if ep.dist is not None else "?"
-            version = ep.dist.version if ep.dist is not None else ""
+            owner = tried.get(ep.name) or (self.plugins[ep.name].distribution if ep.name in self.plugins else None)
+            if owner == dist:
+                continue  # the same distribution found twice on sys.path, or loaded before
+            tried.setdefault(ep.name, dist)
             try:
+                if owner is not None:
+                    raise PluginError(f"its name is already taken by distribution {owner!r}; rename the entry point")
+                version = ep.dist.version if ep.dist is not None else ""
                 self.add_plugin(ep.load(), name=ep.name, distribution=dist, version=version)
             except Exception as exc:  # noqa: BLE001 - a broken plugin must not take the others down
                 failure = PluginFailure(name=ep.name, distribution=dist, error=exc)
