@@ -179,7 +179,8 @@ class MovieLensDataModule(InteractionDataModule):
     def _read_grouplens(self, files: _Files, release: _Release) -> tuple[datasets.Dataset, datasets.Dataset | None]:
         name = release.ratings
         frame = parse_delimited(files.read(name), files.label(name), release.sep, RATING_COLUMNS)
-        interactions = read_table(frame, integer_ids=True, label=files.label(name))
+        columns = {"rating": "rating", "timestamp": "timestamp"}
+        interactions = read_table(frame, columns, integer_ids=True, label=files.label(name))
         if release.movies not in files:
             return interactions, None
         label = files.label(release.movies)
