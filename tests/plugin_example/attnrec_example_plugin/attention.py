@@ -81,5 +81,7 @@ class ALiBiAttention(attnrec.Attention):
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p)
         if empty is not None:
             out = out.masked_fill(empty, 0.0)
-        out = out.transpose(1, 2).reshape(b, lq, self.dim)
-        return attnrec.AttentionOutput(self.out_proj(out), weights)
+        out = self.out_proj(out.transpose(1, 2).reshape(b, lq, self.dim))
+        if empty is not None:  # a row no head may attend from stays zero after the projection's bias too
+            out = out.masked_fill(empty.all(dim=1), 0.0)
+        return attnrec.AttentionOutput(out, weights)
