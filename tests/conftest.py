@@ -98,10 +98,10 @@ def tiny_data() -> dict[str, Any]:
     return dict(TINY_DATA)
 
 
-@pytest.fixture
-def tiny_data_args() -> list[str]:
+@pytest.fixture(scope="session")
+def tiny_data_args() -> tuple[str, ...]:
     """The same tiny data as CLI flags (``--data.num_users=200`` ...)."""
-    return [f"--data.{key}={value}" for key, value in TINY_DATA.items()]
+    return tuple(f"--data.{key}={value}" for key, value in TINY_DATA.items())
 
 
 @pytest.fixture
