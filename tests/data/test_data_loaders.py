@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from attnrec.data import AmazonReviewsDataModule, ChecksumError, MovieLensDataModule, amazon, movielens
+from attnrec.data import (
+    AmazonReviewsDataModule, ChecksumError, InteractionDataModule, MovieLensDataModule, amazon, movielens,
+)  # fmt: skip
 from attnrec import builtin
 from attnrec.plugins import Registry
 
@@ -153,7 +155,8 @@ def check_amazon(dm: AmazonReviewsDataModule, with_meta: bool = True) -> None:
 
 
 def test_amazon_2018_gzipped_json_with_metadata(tmp_path: Path) -> None:
-    reviews = write_lines(tmp_path / "Luxury_Beauty_5.json.gz", old_reviews(), gz=True)
+    repeated = old_reviews()[:2]  # the published files repeat some reviews verbatim
+    reviews = write_lines(tmp_path / "Luxury_Beauty_5.json.gz", old_reviews() + repeated, gz=True)
     meta = write_lines(tmp_path / "meta_Luxury_Beauty.json.gz", [
         {"asin": "B001", "title": "Lipstick", "main_cat": "Makeup", "brand": "Acme", "price": "$12.50"},
         {"asin": "B002", "title": "Shampoo", "main_cat": "Hair", "brand": "", "price": "$3.00"},
@@ -163,6 +166,7 @@ def test_amazon_2018_gzipped_json_with_metadata(tmp_path: Path) -> None:
     dm = AmazonReviewsDataModule(path=str(reviews), metadata_path=str(meta))
     check_amazon(dm)
     assert dm.catalog.features["brand"].tolist() == [0, 1, 0, 0, 0]
+    assert dm.protocol["filtering"] == "2 duplicate reviews dropped"
 
 
 def test_amazon_2014_loose_json(tmp_path: Path) -> None:
@@ -226,3 +230,14 @@ def test_loaders_are_registered_plugins() -> None:
     registry.add_plugin(builtin, "builtin")
     assert {"MovieLensDataModule", "AmazonReviewsDataModule"} <= set(registry.names("data"))
     assert registry.get("data", "MovieLensDataModule") is MovieLensDataModule
+
+
+def test_generic_loader_reads_an_item_table_and_mixed_ids(tmp_path: Path) -> None:
+    lines = [{"user": u, "item": i if i % 2 else f"n{i}", "timestamp": t} for u, i, _, t in RATINGS]
+    (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    (tmp_path / "items.csv").write_text("item,title,category\n1,One,a\nn2,Two,b\n3,Three,a\n")
+    dm = InteractionDataModule(path=str(tmp_path / "log.jsonl"), items_path=str(tmp_path / "items.csv"))
+    dm.setup()
+    assert dm.catalog.raw_ids == [None, "1", "3", "n2", "n4"]  # one id type, sorted
+    assert dm.catalog.titles == ["", "One", "Three", "Two", ""]
+    assert dm.catalog.features["category"].tolist() == [0, 1, 1, 2, 0]

@@ -71,7 +71,9 @@ class AmazonReviewsDataModule(InteractionDataModule):
     and 2018 and the full review file for 2023 (apply ``k_core=5`` yourself);
     ``kind='ratings'`` the ratings-only CSV (2014, 2018). ``metadata`` also downloads the item
     metadata (large for big categories); with ``path``, give ``metadata_path`` instead.
-    ``min_rating`` keeps only ratings at or above it (implicit-feedback reading).
+    ``min_rating`` keeps only ratings at or above it (implicit-feedback reading). Reviews
+    repeated verbatim (same user, item and time, present in the 2014/2018 files) count once;
+    the protocol's filtering field says how many were dropped.
     """
 
     def __init__(
@@ -133,15 +135,19 @@ class AmazonReviewsDataModule(InteractionDataModule):
             reviews = _existing(self.source, "reviews or ratings file")
         if self.metadata_path is not None:
             meta = _existing(self.metadata_path, "metadata file")
-        interactions = read_reviews(reviews)
-        filtering = "none"
+        frame = read_reviews(reviews).to_pandas()
+        steps = []
+        unique = frame.drop_duplicates(["user", "item", "timestamp"])
+        if len(unique) < len(frame):  # the 2014/2018 files repeat some reviews verbatim
+            steps.append(f"{len(frame) - len(unique)} duplicate reviews dropped")
+            frame = unique
         if self.min_rating is not None:
-            frame = interactions.to_pandas()
             frame = frame[frame["rating"] >= self.min_rating]
             if len(frame) == 0:
                 raise DataFormatError(f"{reviews}: no rating is >= min_rating={self.min_rating:g}; lower it")
-            interactions = datasets.Dataset.from_pandas(frame, preserve_index=False)
-            filtering = f"rating >= {self.min_rating:g}"
+            steps.append(f"rating >= {self.min_rating:g}")
+        interactions = datasets.Dataset.from_pandas(frame, preserve_index=False)
+        filtering = ", ".join(steps) or "none"
         items = read_metadata(meta, set(interactions["item"])) if meta is not None else None
         return Loaded(interactions, items, filtering)
 

@@ -135,18 +135,20 @@ def read_table(
     keep = [c for c in frame.columns if c in rename or (extra and c not in rename.values())]
     frame = frame[keep].rename(columns=rename)
     _check_repeated_header(frame, rename, label, first_line)
-    for canonical in frame.columns:
+    for canonical in [c for c in ("user", "item") if c in frame.columns]:
         values = frame[canonical]
         missing = values.isna() | (values.astype(str).str.strip() == "")
-        if canonical in ("user", "item") and bool(missing.any()):
+        if bool(missing.any()):
             row = int(np.flatnonzero(missing.to_numpy())[0])
             raise DataFormatError(
                 f"{label}, row {row + first_line}, column {canonical!r}: empty id; every interaction needs a "
                 "user and an item (drop incomplete rows first)"
             )
-    if integer_ids:
-        for canonical in [c for c in ("user", "item") if c in frame.columns]:
+    for canonical in [c for c in ("user", "item") if c in frame.columns]:
+        if integer_ids:
             frame[canonical] = _as_integers(frame[canonical], label, canonical, first_line)
+        elif frame[canonical].dtype == object:  # JSON may mix 123 and "A12": one type, or ids cannot be sorted
+            frame[canonical] = frame[canonical].astype(str)
     if "timestamp" in frame.columns:
         frame["timestamp"] = _as_time(frame["timestamp"], label, first_line)
     if "rating" in frame.columns:
