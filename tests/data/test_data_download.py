@@ -8,9 +8,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
-from attnrec.data import ChecksumError, cache_root, fetch
-from attnrec.data import download
+from attnrec.data import ChecksumError, cache_root, download, fetch
 
 PAYLOAD = b"user\titem\n" * 1000
 

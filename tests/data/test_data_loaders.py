@@ -9,11 +9,15 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
-from attnrec.data import (
-    AmazonReviewsDataModule, ChecksumError, InteractionDataModule, MovieLensDataModule, amazon, movielens,
-)  # fmt: skip
 from attnrec import builtin
+from attnrec.data import (
+    AmazonReviewsDataModule,
+    ChecksumError,
+    InteractionDataModule,
+    MovieLensDataModule,
+    amazon,
+    movielens,
+)  # fmt: skip
 from attnrec.plugins import Registry
 
 # (user, item, rating, timestamp): user 1's last item is 3, user 2's is 1, user 3 rates low
@@ -22,8 +26,27 @@ RATINGS = [
     (2, 2, 3, 200), (2, 4, 4, 201), (2, 1, 5, 202),
     (3, 2, 1, 300), (3, 3, 2, 301), (3, 1, 1, 302),
 ]  # fmt: skip
-GENRES = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
-          "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western"]
+GENRES = [
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+]
 MOVIES = {1: ("Toy Story (1995)", ["Animation", "Comedy"]), 2: ("Heat (1995)", ["Action", "Crime"]),
           3: ('Amélie "Le Fabuleux" (2001)', ["Comedy", "Romance"]), 4: ("Untitled (1990)", [])}  # fmt: skip
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader
-
 from attnrec.data import Collate, EvalLists, NegativeSampler, SyntheticDataModule
+from torch.utils.data import DataLoader
 
 
 def small(**kwargs) -> SyntheticDataModule:
@@ -30,7 +29,7 @@ def test_eval_negatives_exclude_seen_and_targets(sampling: str) -> None:
         for i in range(len(lists)):
             example = lists[i]
             targets, candidates = example["targets"].tolist(), example["candidates"].tolist()
-            negatives = candidates[len(targets):]
+            negatives = candidates[len(targets) :]
             assert candidates[: len(targets)] == targets
             assert example["labels"].tolist() == [1] * len(targets) + [0] * 30
             assert len(set(negatives)) == 30 and all(1 <= n <= dm.num_items for n in negatives)
@@ -78,7 +77,9 @@ def test_popularity_sampling_follows_popularity() -> None:
 
 def test_eval_sampling_fails_clearly_when_too_few_items_remain() -> None:
     sampler = NegativeSampler(5)
-    with pytest.raises(ValueError, match="cannot sample 3 negatives from 5 items when 3 are excluded; lower eval_negatives"):
+    with pytest.raises(
+        ValueError, match="cannot sample 3 negatives from 5 items when 3 are excluded; lower eval_negatives"
+    ):
         sampler.sample_excluding(np.random.default_rng(0), 3, {1, 2, 3})
 
 
@@ -87,9 +88,7 @@ def test_training_negatives_redraw_accidental_hits(mode: str) -> None:
     torch.manual_seed(0)
     sampler = NegativeSampler(3, mode, np.array([0, 5, 1, 1]))
     rng = np.random.default_rng(0)
-    examples = [
-        {"user": u, "history": rng.integers(1, 4, 6), "target": rng.integers(1, 4, 6)} for u in range(64)
-    ]
+    examples = [{"user": u, "history": rng.integers(1, 4, 6), "target": rng.integers(1, 4, 6)} for u in range(64)]
     batch = Collate(8, num_negatives=5, sampler=sampler)(examples)
     negatives, target = batch["negatives"], batch["target"]
     assert negatives.shape == (64, 8, 5)

@@ -7,7 +7,6 @@ from collections import Counter
 import datasets
 import numpy as np
 import pytest
-
 from attnrec.data import InteractionDataModule, k_core
 
 

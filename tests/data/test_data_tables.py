@@ -8,7 +8,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from attnrec.data import AmazonReviewsDataModule, DataFormatError, InteractionDataModule, MovieLensDataModule
 
 
@@ -25,7 +24,9 @@ def load_csv(path: Path, **kwargs) -> InteractionDataModule:
 
 def test_missing_column_names_file_column_and_mapping(tmp_path: Path) -> None:
     path = write(tmp_path / "log.csv", "user,product,timestamp\n1,2,3\n")
-    with pytest.raises(DataFormatError, match=r"log\.csv: missing column 'item'.*columns found: user, product, timestamp.*columns="):
+    with pytest.raises(
+        DataFormatError, match=r"log\.csv: missing column 'item'.*columns found: user, product, timestamp.*columns="
+    ):
         load_csv(path)
     # the suggested fix works
     assert load_csv(path, columns={"item": "product"}).num_items == 1
@@ -59,7 +60,9 @@ def test_header_only_file(tmp_path: Path) -> None:
 
 def test_repeated_header_row(tmp_path: Path) -> None:
     text = "user,item,timestamp\n1,2,3\n1,3,4\nuser,item,timestamp\n2,2,5\n"
-    with pytest.raises(DataFormatError, match=r"twice\.csv, row 4: repeats the header line.*delete the repeated header"):
+    with pytest.raises(
+        DataFormatError, match=r"twice\.csv, row 4: repeats the header line.*delete the repeated header"
+    ):
         load_csv(write(tmp_path / "twice.csv", text))
     header = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
     inter = write(tmp_path / "ml-100k.inter", header + "1\t2\t3\t4\n" + header + "2\t2\t3\t5\n")
@@ -69,7 +72,9 @@ def test_repeated_header_row(tmp_path: Path) -> None:
 
 def test_bad_timestamp(tmp_path: Path) -> None:
     text = "user,item,timestamp\n1,2,100\n1,3,yesterday\n"
-    with pytest.raises(DataFormatError, match=r"time\.csv, row 3, column 'timestamp': 'yesterday' is neither.*ISO 8601"):
+    with pytest.raises(
+        DataFormatError, match=r"time\.csv, row 3, column 'timestamp': 'yesterday' is neither.*ISO 8601"
+    ):
         load_csv(write(tmp_path / "time.csv", text))
 
 
@@ -95,7 +100,9 @@ def test_amazon_json_errors_name_line_and_field(tmp_path: Path) -> None:
         AmazonReviewsDataModule(path=str(path)).setup()
     missing = {k: v for k, v in good.items() if k != "unixReviewTime"}
     write(path, json.dumps(good) + "\n" + json.dumps(missing) + "\n")  # plain text under a .gz name
-    with pytest.raises(DataFormatError, match=r"line 2, column 'unixReviewTime': missing.*keys found: reviewerID, asin"):
+    with pytest.raises(
+        DataFormatError, match=r"line 2, column 'unixReviewTime': missing.*keys found: reviewerID, asin"
+    ):
         AmazonReviewsDataModule(path=str(path)).setup()
     write(path, json.dumps(good) + "\n" + json.dumps({**good, "unixReviewTime": "soon"}) + "\n")
     with pytest.raises(DataFormatError, match=r"line 2, column 'unixReviewTime': 'soon' is not a number"):
@@ -109,7 +116,9 @@ def test_amazon_csv_errors(tmp_path: Path) -> None:
     with pytest.raises(DataFormatError, match=r"ratings_Beauty\.csv: the file is empty"):
         AmazonReviewsDataModule(path=str(write(tmp_path / "ratings_Beauty.csv", ""))).setup()
     path = write(tmp_path / "ratings_Toys.csv", "A,B1,5.0,100\nA,B2,five,101\n")
-    with pytest.raises(DataFormatError, match=re.escape("ratings_Toys.csv, row 2, column 'rating': 'five' is not a number")):
+    with pytest.raises(
+        DataFormatError, match=re.escape("ratings_Toys.csv, row 2, column 'rating': 'five' is not a number")
+    ):
         AmazonReviewsDataModule(path=str(path)).setup()
 
 

@@ -183,7 +183,9 @@ def _records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                         "complete? Delete a damaged download and run again"
                     ) from None
             if not isinstance(record, dict):
-                raise DataFormatError(f"{path}, line {number}: expected one object per line, found {type(record).__name__}")
+                raise DataFormatError(
+                    f"{path}, line {number}: expected one object per line, found {type(record).__name__}"
+                )
             yield number, record
 
 
@@ -300,4 +302,3 @@ def read_metadata(path: Path, wanted: set[str] | None = None) -> datasets.Datase
         columns["price"].append(_price(record.get("price")))
     frame = pd.DataFrame(columns).astype({"price": "float64"})
     return datasets.Dataset.from_pandas(frame, preserve_index=False)
-

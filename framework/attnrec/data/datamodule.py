@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import datasets
 import numpy as np
@@ -106,7 +106,7 @@ class InteractionDataModule(RecDataModule):
         self.split_data: Split = split(
             users, items, np.asarray(times, dtype=np.float64), len(self.user_map), self.split_name,
             self.val_ratio, self.test_ratio, self.seed,
-        )
+        )  # fmt: skip
         train = self.split_data.train
         popularity = np.bincount(np.concatenate(train), minlength=len(self.item_map) + 1)
         edge_users = np.repeat(np.arange(len(train)), [len(seq) for seq in train])
@@ -239,7 +239,9 @@ class InteractionDataModule(RecDataModule):
                 users.append(user), histories.append(history), wanted.append(targets[user])
         sampler = self._sampler(self.eval_sampling) if self.eval_negatives else None
         seed = self.seed * 2 + (stage == "test")
-        return EvalLists(np.asarray(users, dtype=np.int64), histories, wanted, self.max_len, self.eval_negatives, sampler, seed)
+        return EvalLists(
+            np.asarray(users, dtype=np.int64), histories, wanted, self.max_len, self.eval_negatives, sampler, seed
+        )
 
     def _eval_loader(self, dataset: torch.utils.data.Dataset) -> DataLoader:
         sampler = None

@@ -39,7 +39,9 @@ def _reader(path: Path, sep: str | None, header: bool, names: Sequence[str] | No
             engine="python" if len(sep) > 1 else "c",
         )
     except pd.errors.EmptyDataError:
-        raise DataFormatError(f"{path}: the file is empty; expected a header line and one interaction per line") from None
+        raise DataFormatError(
+            f"{path}: the file is empty; expected a header line and one interaction per line"
+        ) from None
     except (pd.errors.ParserError, ValueError) as exc:
         raise DataFormatError(f"{path}: cannot be parsed ({exc}); check the separator (sep=...) and quoting") from exc
 
@@ -187,7 +189,8 @@ def _as_number(values: pd.Series, label: str, column: str, first_line: int) -> p
     if bool(numbers.isna().any()):
         row = int(np.flatnonzero(numbers.isna().to_numpy())[0])
         raise DataFormatError(
-            f"{label}, row {row + first_line}, column {column!r}: {values.iloc[row]!r} is not a number; fix or drop the row"
+            f"{label}, row {row + first_line}, column {column!r}: {values.iloc[row]!r} is not a number; "
+            "fix or drop the row"
         )
     return numbers.astype(np.float64)
 
