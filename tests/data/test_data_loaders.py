@@ -13,6 +13,7 @@ from attnrec import builtin
 from attnrec.data import (
     AmazonReviewsDataModule,
     ChecksumError,
+    DataFormatError,
     InteractionDataModule,
     MovieLensDataModule,
     amazon,
@@ -106,7 +107,7 @@ def test_movielens_1m_zip(tmp_path: Path) -> None:
     dm = MovieLensDataModule(variant="1m", path=str(archive))
     check_movielens(dm)
     assert dm.name == "ml-1m"
-    with pytest.raises(Exception, match=r"found neither u\.data .*ratings\.dat.*Is variant= right\?"):
+    with pytest.raises(DataFormatError, match=r"found neither u\.data .*ratings\.dat.*Is variant= right\?"):
         MovieLensDataModule(variant="100k", path=str(archive)).setup()
 
 
@@ -120,6 +121,8 @@ def test_movielens_recbole_atomic_files(tmp_path: Path) -> None:
     (tmp_path / "ml-100k.item").write_text(item)
     check_movielens(MovieLensDataModule(path=str(tmp_path)))
     check_movielens(MovieLensDataModule(path=str(tmp_path / "ml-100k.inter")))
+    with pytest.raises(DataFormatError, match=r"ml-100k\.inter: holds ml-100k, but variant='1m'; set variant='100k'"):
+        MovieLensDataModule(variant="1m", path=str(tmp_path)).setup()
 
 
 def test_movielens_rating_threshold(tmp_path: Path) -> None:

@@ -157,6 +157,10 @@ class MovieLensDataModule(InteractionDataModule):
                 names = ", ".join(p.name for p in atomic)
                 raise DataFormatError(f"{location}: several .inter files ({names}); pass the one to read as path=")
             inter = (wanted or atomic)[0]
+            if not wanted and inter.stem.startswith("ml-"):
+                raise DataFormatError(
+                    f"{inter}: holds {inter.stem}, but variant={self.variant!r}; set variant={inter.stem[3:]!r}"
+                )
             interactions, items = self._read_atomic(inter, inter.with_suffix(".item"))
         else:
             files = _Files(location)
