@@ -244,6 +244,7 @@ def test_amazon_download_trusts_on_first_use(tmp_path: Path, monkeypatch: pytest
         dm = AmazonReviewsDataModule(category="Luxury_Beauty", root=str(tmp_path / "cache"))
         dm.setup()
     assert dm.catalog.titles[1] == "Lipstick" and dm.name == "amazon2018-Luxury_Beauty"
+    assert dm.protocol["filtering"] == "5-core by the publisher"
     assert (tmp_path / "cache" / "Luxury_Beauty_5.json.gz.sha256").exists()
     with (tmp_path / "cache" / "Luxury_Beauty_5.json.gz").open("ab") as handle:
         handle.write(b"tampered")

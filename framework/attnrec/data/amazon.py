@@ -136,7 +136,11 @@ class AmazonReviewsDataModule(InteractionDataModule):
         if self.metadata_path is not None:
             meta = _existing(self.metadata_path, "metadata file")
         frame = read_reviews(reviews).to_pandas()
-        steps = []
+        steps = (
+            ["5-core by the publisher"]
+            if self.source is None and URLS[(self.version, self.kind)].endswith("_5.json.gz")
+            else []
+        )
         unique = frame.drop_duplicates(["user", "item", "timestamp"])
         if len(unique) < len(frame):  # the 2014/2018 files repeat some reviews verbatim
             steps.append(f"{len(frame) - len(unique)} duplicate reviews dropped")
