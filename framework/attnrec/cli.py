@@ -49,7 +49,7 @@ def lightning_main(args: Sequence[str] | None = None) -> AttnRecCLI:
         RecDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
-        parser_kwargs={"epilog": EXTRA, **{name: kwargs for name in SUBCOMMANDS}},
+        parser_kwargs={"prog": "attnrec", "epilog": EXTRA, **{name: kwargs for name in SUBCOMMANDS}},
         save_config_kwargs={"overwrite": True},
         args=args,
     )

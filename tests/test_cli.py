@@ -1,0 +1,186 @@
+"""The ``attnrec`` command end to end, with the third-party plugin packages from tests/
+pip-installed outside the venv and found through their entry points.
+
+Subprocesses where discovery in a fresh interpreter or a real training run matters; the rest
+(help, print_config, strict mode, recommend, argument errors) in-process, which saves the
+five seconds of imports per command. One trained checkpoint is shared.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from attnrec.cli import main
+
+# In-process runs pass their arguments explicitly while sys.argv holds pytest's.
+pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
+
+PLUGIN_FLAGS = ("--model.user_encoder.attention=ALiBiAttention", "--model.scorer=LearnedTemperatureScorer")
+SMALL_MODEL = (
+    "--model.dim=32", "--model.lr=0.01", "--model.user_encoder.init_args.num_layers=1",
+    "--model.user_encoder.init_args.max_len=20", "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+)  # fmt: skip
+ALL_TEST_PLUGINS = "example,broken_import,broken_hook"
+
+
+def metric(output: str, name: str) -> float:
+    """A value from the metrics table that ``attnrec fit`` prints."""
+    found = re.search(rf"│ {re.escape(name)}\s+│\s+([0-9.]+) │", output)
+    assert found, f"no {name} in the output:\n{output}"
+    return float(found.group(1))
+
+
+@dataclass(frozen=True)
+class Trained:
+    checkpoint: Path
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, example_plugin, broken_plugin, attnrec_env, run_attnrec, tiny_data_args) -> Trained:
+    """``attnrec fit`` with the example plugin's components named by short class name, the
+    broken plugins installed alongside: 6 epochs on tiny data (a few seconds of CPU)."""
+    root = tmp_path_factory.mktemp("fit")
+    env = attnrec_env(example_plugin, broken_plugin, ATTNREC_LOAD_PLUGINS=ALL_TEST_PLUGINS)
+    result = run_attnrec(
+        "fit", *tiny_data_args, *SMALL_MODEL, *PLUGIN_FLAGS, "--trainer.max_epochs=6",
+        f"--trainer.default_root_dir={root}", env=env, cwd=root,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    found = re.search(r"^best checkpoint: (.+\.ckpt)$", result.stdout, re.MULTILINE)
+    assert found, result.stdout
+    return Trained(Path(found.group(1)), result.stdout, result.stderr)
+
+
+@pytest.fixture
+def example_importable(monkeypatch: pytest.MonkeyPatch, example_plugin: Path, fresh_registry: Callable[[], Any]) -> None:
+    """The example plugin on sys.path and the only entry-point plugin loaded, in-process."""
+    monkeypatch.syspath_prepend(str(example_plugin))
+    monkeypatch.setenv("ATTNREC_LOAD_PLUGINS", "example")
+
+
+# ------------------------------------------------------------------- plugins
+def test_plugins_lists_builtins_installed_plugins_and_failures(example_plugin, broken_plugin, attnrec_env, run_attnrec) -> None:
+    import attnrec
+
+    result = run_attnrec("plugins", env=attnrec_env(example_plugin, broken_plugin))
+    assert result.returncode == 0, result.stderr
+    rows = result.stdout
+    assert re.search(rf"│ attnrec\.builtin\s+│ attnrec\s+│ {re.escape(attnrec.__version__)}\s+│ data\s+│ [^│]*SyntheticDataModule", rows)
+    assert re.search(r"│ attentions\s+│ [^│]*MultiHeadAttention", rows)
+    assert re.search(r"│ scorers\s+│ [^│]*DotScorer, CosineScorer, BilinearScorer, MLPScorer", rows)
+    for name in ("ecommerce", "news", "graph", "video"):  # built-in domain plugins, found by entry point
+        assert re.search(rf"│ {name}\s+│ attnrec\s+│", rows) or f"'{name}' from distribution 'attnrec'" in result.stderr
+    assert re.search(r"│ example\s+│ attnrec-plugin-example\s+│ 0\.3\.1\s+│ attentions\s+│ ALiBiAttention", rows)
+    assert re.search(r"│ scorers\s+│ LearnedTemperatureScorer", rows)
+    assert "HalfRegisteredScorer" not in rows
+    assert "failed: plugin 'broken_import' from distribution 'attnrec-plugin-broken' failed: ModuleNotFoundError" in result.stderr
+    assert "failed: plugin 'broken_hook' from distribution 'attnrec-plugin-broken' failed: RuntimeError" in result.stderr
+
+
+def test_strict_mode_makes_plugins_and_fit_fail(example_plugin, broken_plugin, monkeypatch, capsys, fresh_registry) -> None:
+    monkeypatch.syspath_prepend(str(example_plugin))
+    monkeypatch.syspath_prepend(str(broken_plugin))
+    monkeypatch.setenv("ATTNREC_LOAD_PLUGINS", ALL_TEST_PLUGINS)
+    monkeypatch.setenv("ATTNREC_STRICT_PLUGINS", "1")
+    for command in (["plugins"], ["fit", *PLUGIN_FLAGS, "--trainer.max_epochs=1"]):
+        monkeypatch.setattr("attnrec.plugins._REGISTRY", None)
+        assert main(command) == 1, command
+        captured = capsys.readouterr()
+        assert captured.err.startswith("attnrec: plugin 'broken_hook' from distribution 'attnrec-plugin-broken' failed: RuntimeError")
+        assert "Traceback" not in captured.err and "test metrics" not in captured.out
+
+
+# ----------------------------------------------------------------------- fit
+def test_fit_trains_plugin_components_named_by_short_class_name(trained: Trained, tiny_data) -> None:
+    from attnrec.data import SyntheticDataModule
+    from attnrec.evaluation import evaluate_popularity
+
+    assert trained.checkpoint.is_file()
+    config = (trained.checkpoint.parent.parent / "config.yaml").read_text()
+    assert "class_path: attnrec_example_plugin.ALiBiAttention" in config
+    assert "class_path: attnrec_example_plugin.LearnedTemperatureScorer" in config
+    assert "'broken_import' from distribution 'attnrec-plugin-broken'" in trained.stderr  # reported, not fatal
+    assert "protocol: " in trained.stdout and "candidates=full (150 items, seen masked)" in trained.stdout
+    popularity = evaluate_popularity(SyntheticDataModule(**tiny_data), "test", metrics=("NDCG",), ks=(10,))["NDCG@10"]
+    model = metric(trained.stdout, "NDCG@10")
+    assert model > 1.3 * popularity, f"NDCG@10 {model:.4f} does not beat popularity {popularity:.4f} on planted structure"
+
+
+def test_fit_with_the_example_plugin_config(example_plugin, attnrec_env, run_attnrec, tiny_data_args, tmp_path) -> None:
+    config = example_plugin / "attnrec_example_plugin" / "configs" / "alibi_sasrec.yaml"
+    assert config.is_file(), "the config must ship as package data"
+    result = run_attnrec(
+        "fit", "--config", str(config), *tiny_data_args, "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false",
+        f"--trainer.default_root_dir={tmp_path}", env=attnrec_env(example_plugin, ATTNREC_LOAD_PLUGINS="example"), cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    (saved,) = tmp_path.glob("lightning_logs/version_0/config.yaml")
+    recorded = saved.read_text()
+    assert re.search(r"class_path: attnrec_example_plugin.ALiBiAttention\n\s+init_args:\n\s+num_heads: 4", recorded)
+    assert "learn_slopes: true" in recorded and "class_path: attnrec_example_plugin.LearnedTemperatureScorer" in recorded
+    assert list(tmp_path.glob("lightning_logs/version_0/checkpoints/*.ckpt"))
+
+
+def test_print_config_and_help_cover_plugin_components(example_importable, capsys) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["fit", *PLUGIN_FLAGS, "--model.scorer.init_temperature=0.05", "--print_config"])
+    assert done.value.code in (0, None)
+    printed = capsys.readouterr().out
+    assert re.search(r"class_path: attnrec_example_plugin.ALiBiAttention\n\s+init_args:\n\s+num_heads: 2", printed)
+    assert re.search(r"class_path: attnrec_example_plugin.LearnedTemperatureScorer\n\s+init_args:\n\s+init_temperature: 0.05", printed)
+    for flag, name, expected in [
+        ("--model.user_encoder.attention.help", "ALiBiAttention", ("linear recency bias", "--attention.learn_slopes")),
+        ("--model.scorer.help", "LearnedTemperatureScorer", ("learned scale", "--scorer.init_temperature")),
+        ("--model.user_encoder.help", "TransformerUserEncoder", ("Self-attentive sequence encoder", "--user_encoder.num_layers")),
+    ]:
+        with pytest.raises(SystemExit):
+            main(["fit", flag, name])
+        text = capsys.readouterr().out
+        assert all(part in text for part in expected), f"{flag} {name}:\n{text}"
+
+
+def test_top_level_help_names_the_extra_subcommands(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "attnrec plugins" in text and "attnrec recommend" in text and "fit" in text
+
+
+def test_unknown_subcommand_is_a_clear_error(capsys) -> None:
+    assert main(["frobnicate"]) == 2
+    error = capsys.readouterr().err
+    assert "unknown subcommand 'frobnicate'" in error
+    assert "fit, validate, test, predict, recommend, plugins" in error
+
+
+# ----------------------------------------------------------------- recommend
+def test_recommend_prints_unseen_items_with_titles(trained: Trained, example_importable, tiny_data, capsys, monkeypatch) -> None:
+    from attnrec.data import SyntheticDataModule
+
+    monkeypatch.setenv("COLUMNS", "200")
+    assert main(["recommend", "--ckpt_path", str(trained.checkpoint), "--user", "1", "--user", "2", "-k", "5"]) == 0
+    tables = re.split(r"top 5 for user ", capsys.readouterr().out)[1:]
+    assert [table.split(" ")[0] for table in tables] == ["1", "2"]
+    data = SyntheticDataModule(**tiny_data)
+    for user, table in zip(("1", "2"), tables):
+        rows = re.findall(r"│ (\d+)\s+│ (\d+)\s+│ (.+?)\s+│ (-?[0-9.]+) │", table)
+        assert [int(rank) for rank, *_ in rows] == [1, 2, 3, 4, 5]
+        for _, item, title, _ in rows:
+            assert re.fullmatch(rf"\w+ \w+ item {item}", title), f"title {title!r} of item {item}"
+        scores = [float(score) for *_, score in rows]
+        assert scores == sorted(scores, reverse=True)
+        seen = {str(data.catalog.raw_ids[i]) for i in data.user_history(user).tolist()}
+        assert not seen & {item for _, item, _, _ in rows}, "recommend must exclude the user's own items"
+
+
+def test_recommend_unknown_user_is_a_clear_error(trained: Trained, example_importable) -> None:
+    with pytest.raises(SystemExit, match=r"user 'nobody' is not in synthetic-shop"):
+        main(["recommend", "--ckpt_path", str(trained.checkpoint), "--user", "nobody"])
