@@ -8,7 +8,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from attnrec.data import ChecksumError, cache_root, download, fetch
+from attnrec.data import ChecksumError, DownloadError, cache_root, download, fetch
 
 PAYLOAD = b"user\titem\n" * 1000
 
@@ -108,3 +108,10 @@ def test_hand_copied_file_gets_its_digest_recorded(tmp_path: Path) -> None:
     path = fetch("https://example.invalid/copied.zip", cache)  # present: no download attempted
     assert path.read_bytes() == PAYLOAD
     assert (cache / "copied.zip.sha256").read_text().split()[0] == download.file_digest(path)
+
+
+def test_unknown_address_says_what_to_check(tmp_path: Path) -> None:
+    missing = (tmp_path / "server" / "Luxury_Beuaty_5.json.gz").as_uri()
+    with pytest.raises(DownloadError, match=r"cannot download .*Luxury_Beuaty_5\.json\.gz .*category.*path="):
+        fetch(missing, tmp_path / "cache")
+    assert list((tmp_path / "cache").iterdir()) == []

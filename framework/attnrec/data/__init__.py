@@ -2,7 +2,7 @@
 
 from .amazon import AmazonReviewsDataModule
 from .datamodule import InteractionDataModule, Loaded
-from .download import ChecksumError, cache_root, fetch
+from .download import ChecksumError, DownloadError, cache_root, fetch
 from .interactions import IdMap, Split, k_core, split
 from .movielens import MovieLensDataModule
 from .sequences import Collate, EvalLists, NegativeSampler, TrainWindows
@@ -10,7 +10,7 @@ from .synthetic import SyntheticDataModule, generate
 from .tables import DataFormatError, read_table
 
 __all__ = [
-    "AmazonReviewsDataModule", "ChecksumError", "Collate", "DataFormatError", "EvalLists", "IdMap",
+    "AmazonReviewsDataModule", "ChecksumError", "Collate", "DataFormatError", "DownloadError", "EvalLists", "IdMap",
     "InteractionDataModule", "Loaded", "MovieLensDataModule", "NegativeSampler", "Split", "SyntheticDataModule",
     "TrainWindows", "cache_root", "fetch", "generate", "k_core", "read_table", "split",
 ]  # fmt: skip

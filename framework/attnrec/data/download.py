@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import urllib.error
 import urllib.request
 import warnings
 from pathlib import Path
@@ -26,6 +27,10 @@ CHUNK = 1 << 20
 
 class ChecksumError(RuntimeError):
     """A cached or downloaded file's digest differs from the expected one."""
+
+
+class DownloadError(OSError):
+    """A file could not be fetched (unknown address, no network)."""
 
 
 def cache_root() -> Path:
@@ -68,10 +73,18 @@ def fetch(
     partial = Path(handle.name)
     try:
         digest = hashlib.new(algorithm)
-        with handle, urllib.request.urlopen(url) as response:
-            for block in iter(lambda: response.read(CHUNK), b""):
-                digest.update(block)
-                handle.write(block)
+        with handle:
+            try:
+                response = urllib.request.urlopen(url)
+            except urllib.error.URLError as exc:
+                raise DownloadError(
+                    f"cannot download {url} ({exc.reason}); check the name in the address (data set, category, "
+                    f"variant) and the network, or download the file yourself and pass its path (path=...)"
+                ) from exc
+            with response:
+                for block in iter(lambda: response.read(CHUNK), b""):
+                    digest.update(block)
+                    handle.write(block)
         actual = digest.hexdigest()
         if expected[1] is not None and actual != expected[1]:
             raise ChecksumError(
