@@ -38,7 +38,12 @@ class NewsEncoder(ItemEncoder):
         """Vectors ``[M, dim]`` of distinct news ids ``[M]``."""
 
     def _encode(self, ids: Tensor) -> Tensor:
-        return self.encode(ids) * (ids != 0).unsqueeze(-1)  # the padding news is the zero vector
+        """``encode`` on the real news only: the padding news is the zero vector, never encoded."""
+        real = (ids != 0).nonzero().squeeze(-1)
+        out = torch.zeros(len(ids), self.dim, device=ids.device)
+        if len(real) == 0:
+            return out
+        return out.index_put((real,), self.encode(ids[real]).to(out.dtype))
 
     def forward(self, items: Tensor) -> Tensor:
         if not self.training:
