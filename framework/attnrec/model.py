@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from typing import Any, Callable, Literal, Sequence
 
 import lightning as L
@@ -16,6 +17,10 @@ from .evaluation import Ranking, RankingEvaluator, Scoring, VectorScoring, rank_
 from .encoders import IdItemEncoder, TransformerUserEncoder
 from .interfaces import Batch, ItemCatalog, ItemEncoder, RecDataModule, Scorer, UserEncoder, UserEncoding
 from .scorers import DotScorer
+
+# The evaluator's figures are already reduced across processes (float64 sums), so they are
+# logged without sync_dist; Lightning's advice to sync them would only average equal values.
+warnings.filterwarnings("ignore", message=r"It is recommended to use `self\.log\('(val|test)/")
 
 Loss = Literal["ce", "sampled_softmax", "bce", "bpr"]
 ItemEncoderFactory = Callable[[ItemCatalog, int], ItemEncoder]
