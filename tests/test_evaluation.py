@@ -98,6 +98,15 @@ def test_seen_items_are_masked_but_a_seen_target_stays_rankable() -> None:
     assert ranking.topk.tolist() == [[4, 5, 6, 7, 8]]
 
 
+def test_a_target_scored_minus_infinity_ranks_last_among_valid_items() -> None:
+    n = 10
+    scores = torch.rand(1, n + 1)
+    scores[0, 5] = -math.inf
+    ranking = rank_full(DenseScoring(scores), n + 1, torch.tensor([[5]]), torch.tensor([[1, 2, 3]]), 3)
+    assert ranking.ranks.tolist() == [[7.0]]  # items 4 and 6..10 are above it; 0 and 1..3 are masked
+    assert AUC()(ranking.ranks, ranking.num_relevant, ranking.num_candidates, None).item() == 0.0
+
+
 def test_padding_item_is_never_recommended_or_ranked() -> None:
     n = 8
     scores = torch.rand(3, n + 1)

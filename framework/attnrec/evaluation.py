@@ -95,7 +95,8 @@ def rank_full(
             valid[rows, seen[rows, cols] - lo] = False
         valid_total += valid.sum(dim=1)
         scores = scores.masked_fill(~valid, float("-inf"))
-        ge = scores.unsqueeze(1) >= target_scores.unsqueeze(2)  # [B, T, c]
+        # masked items never count, even against a target scored -inf
+        ge = (scores.unsqueeze(1) >= target_scores.unsqueeze(2)) & valid.unsqueeze(1)  # [B, T, c]
         # a relevant item is not ranked against itself
         own = relevant & (targets >= lo) & (targets < hi)
         rb, rt = own.nonzero(as_tuple=True)
