@@ -174,7 +174,7 @@ def test_attention_weights_per_layer(trained: tuple[Recommender, SyntheticDataMo
         assert (last.masked_select((batch["history"] == 0)[:, None, :].expand_as(last)) == 0).all()
 
 
-def test_pooling_recommender_trains_with_candidate_free_loss() -> None:
+def test_pooling_recommender_trains_on_the_last_position() -> None:
     """A non-sequential user encoder trains on the last position only and still beats chance."""
     datamodule = data()
     model, results = fit(datamodule, epochs=2, user_encoder=PoolingUserEncoder)
