@@ -120,6 +120,12 @@ def test_amazon_csv_errors(tmp_path: Path) -> None:
         DataFormatError, match=re.escape("ratings_Toys.csv, row 2, column 'rating': 'five' is not a number")
     ):
         AmazonReviewsDataModule(path=str(path)).setup()
+    header = "user_id,parent_asin,rating,timestamp\n"
+    with pytest.raises(DataFormatError, match=r"All_Beauty\.csv: no interactions"):
+        AmazonReviewsDataModule(path=str(write(tmp_path / "All_Beauty.csv", header))).setup()
+    path = write(tmp_path / "Software.csv", header + "A,B1,5.0,1000\n" + header + "B,B1,4.0,2000\n")
+    with pytest.raises(DataFormatError, match=r"Software\.csv, row 3: repeats the header line"):
+        AmazonReviewsDataModule(path=str(path)).setup()
 
 
 def test_missing_file_and_unknown_variant(tmp_path: Path) -> None:
