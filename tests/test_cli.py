@@ -79,7 +79,7 @@ def test_plugins_lists_builtins_installed_plugins_and_failures(example_plugin, b
     for name in ("ecommerce", "news", "graph", "video"):  # built-in domain plugins, found by entry point
         assert re.search(rf"│ {name}\s+│ attnrec\s+│", rows) or f"'{name}' from distribution 'attnrec'" in result.stderr
     assert re.search(r"│ example\s+│ attnrec-plugin-example\s+│ 0\.3\.1\s+│ attentions\s+│ ALiBiAttention", rows)
-    assert re.search(r"│ scorers\s+│ LearnedTemperatureScorer", rows)
+    assert re.search(r"│ scorers\s+│ LearnedTemperatureScorer \(cosine with learned temperature\)", rows)
     assert "HalfRegisteredScorer" not in rows
     assert "failed: plugin 'broken_import' from distribution 'attnrec-plugin-broken' failed: ModuleNotFoundError" in result.stderr
     assert "failed: plugin 'broken_hook' from distribution 'attnrec-plugin-broken' failed: RuntimeError" in result.stderr

@@ -76,7 +76,8 @@ def plugins_main(argv: Sequence[str]) -> int:
     for info in registry.plugins.values():
         by_kind: dict[str, list[str]] = {}
         for component in info.components:
-            by_kind.setdefault(component.kind, []).append(component.name)
+            label = f"{component.name} ({component.display_name})" if component.display_name else component.name
+            by_kind.setdefault(component.kind, []).append(label)
         first = True
         for kind, names in by_kind.items() or [("-", [])]:
             row = (info.name, info.distribution, info.version) if first else ("", "", "")

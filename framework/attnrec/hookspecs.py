@@ -3,7 +3,8 @@
 Every hook receives a ``register(cls, name=None)`` callable (the pattern of simonw/llm's
 ``register_models``), one hook per interface, so a plugin implements only the hooks for what it
 brings.  ``register`` checks that ``cls`` subclasses the interface of the hook and that its name
-is free; the public name of a component is ``cls.__name__`` (what a config can type).
+is free; the public name of a component is ``cls.__name__`` (what a config can type), and
+``name`` is only a display name that ``attnrec plugins`` shows next to it.
 """
 
 from __future__ import annotations

@@ -5,8 +5,11 @@ distribution name and the original error while the others still load (pluggy's o
 ``load_setuptools_entrypoints`` stops at the first failure).
 
 Environment switches:
-``ATTNREC_LOAD_PLUGINS=a,b`` loads only the named entry points (empty: none but the built-ins);
+``ATTNREC_LOAD_PLUGINS=a,b`` loads only the named entry points (empty: none but the built-ins;
+a name that is not installed is reported, so a typo does not silently load nothing);
 ``ATTNREC_DISABLE_PLUGINS=a,b`` skips them; ``ATTNREC_STRICT_PLUGINS=1`` makes failures fatal.
+Two distributions declaring the same entry-point name is a failure of the second one, not a
+silent skip.
 """
 
 from __future__ import annotations
