@@ -8,6 +8,7 @@ them through their entry points only when a test puts that directory on ``PYTHON
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -36,10 +37,12 @@ def install_plugin(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], 
             source = tmp_path_factory.mktemp(f"{name}-src") / name
             shutil.copytree(TESTS / name, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
             target = tmp_path_factory.mktemp(f"{name}-site")
-            command = [
-                sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
-                "--disable-pip-version-check", "--quiet", "--target", str(target), str(source),
-            ]  # fmt: skip
+            command = [sys.executable, "-m", "pip", "install", "--no-deps", "--disable-pip-version-check", "--quiet"]
+            # Build offline with the venv's setuptools; venvs of Python >= 3.12 have none, and
+            # then pip fetches one into an isolated build environment.
+            if importlib.util.find_spec("setuptools") is not None:
+                command += ["--no-build-isolation", "--no-index"]
+            command += ["--target", str(target), str(source)]
             result = subprocess.run(command, capture_output=True, text=True)
             if result.returncode:
                 raise RuntimeError(f"pip could not install tests/{name}:\n{result.stdout}\n{result.stderr}")
@@ -64,8 +67,8 @@ def broken_plugin(install_plugin: Callable[[str], Path]) -> Path:
 @pytest.fixture(scope="session")
 def attnrec_env() -> Callable[..., dict[str, str]]:
     """``attnrec_env(*site_dirs, **variables) -> env`` for subprocesses: the site dirs on
-    ``PYTHONPATH``, no inherited ``ATTNREC_*`` switches, and a wide terminal so rich tables do
-    not fold names."""
+    ``PYTHONPATH``, no inherited ``ATTNREC_*`` switches (CI exports ``ATTNREC_STRICT_PLUGINS=1``),
+    and a wide terminal so rich tables do not fold names."""
 
     def make(*site_dirs: Path, **variables: str) -> dict[str, str]:
         env = {key: value for key, value in os.environ.items() if key not in SWITCHES}
