@@ -70,6 +70,17 @@ def test_repeated_header_row(tmp_path: Path) -> None:
         MovieLensDataModule(path=str(inter)).setup()
 
 
+def test_blank_lines_inside_data_are_reported_where_they_are(tmp_path: Path) -> None:
+    folder = tmp_path / "ml-100k"
+    folder.mkdir()
+    write(folder / "u.data", "1\t10\t5\t100\n\n1\t11\t4\t101\n")
+    with pytest.raises(DataFormatError, match=r"u\.data, line 2: blank line inside the data; delete it"):
+        MovieLensDataModule(path=str(folder)).setup()
+    write(folder / "u.data", "1\t10\t5\t100\r\n1\t11\t4\t101\r\n1\tz\t4\t102\r\n\r\n\n")  # CRLF, trailing blanks
+    with pytest.raises(DataFormatError, match=r"u\.data, row 3, column 'item': 'z' is not an integer id"):
+        MovieLensDataModule(path=str(folder)).setup()
+
+
 def test_bad_timestamp(tmp_path: Path) -> None:
     text = "user,item,timestamp\n1,2,100\n1,3,yesterday\n"
     with pytest.raises(

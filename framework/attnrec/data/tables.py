@@ -55,9 +55,15 @@ def parse_delimited(
 ) -> pd.DataFrame:
     """A delimited text (read from a file or an archive member) as string columns; with
     ``names`` the text has no header line. Quotes are not special (the GroupLens formats put
-    bare quotes in titles)."""
+    bare quotes in titles). A blank line inside the data is an error (pandas would skip it and
+    shift every later row number in error messages); blank lines at the end are ignored."""
     if not data.strip():
         raise DataFormatError(f"{label}: the file is empty; it should hold one record per line")
+    data = data.replace(b"\r\n", b"\n").rstrip(b"\n") + b"\n"
+    gap = data.find(b"\n\n")
+    if data.startswith(b"\n") or gap >= 0:
+        line = 1 if data.startswith(b"\n") else data[:gap].count(b"\n") + 2
+        raise DataFormatError(f"{label}, line {line}: blank line inside the data; delete it")
     if len(sep) > 1:  # multi-character separators ('::') would need pandas' slow regex engine
         data = data.replace(sep.encode(encoding), b"\x1f")
         sep = "\x1f"
