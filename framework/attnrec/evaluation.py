@@ -130,7 +130,9 @@ class RankingEvaluator(Metric):
     N processes give the same figures when every list is evaluated exactly once.
 
     Catalogue-level metrics (Coverage@K, Novelty@K, Gini@K) and GAUC need the data's item
-    popularity and user count; they are omitted when those are not given.
+    popularity and user count; they are omitted when those are not given. GAUC gives every user
+    one vote (the mean of their lists' AUCs), where DIN weights users by impressions: with one
+    list per user (leave-one-out) it equals AUC.
     """
 
     full_state_update = False
