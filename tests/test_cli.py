@@ -67,13 +67,16 @@ def example_importable(monkeypatch: pytest.MonkeyPatch, example_plugin: Path, fr
 
 
 # ------------------------------------------------------------------- plugins
-def test_plugins_lists_builtins_installed_plugins_and_failures(example_plugin, broken_plugin, attnrec_env, run_attnrec) -> None:
+def test_plugins_lists_builtins_installed_plugins_and_failures(
+    example_plugin, broken_plugin, attnrec_env, run_attnrec
+) -> None:
     import attnrec
 
     result = run_attnrec("plugins", env=attnrec_env(example_plugin, broken_plugin))
     assert result.returncode == 0, result.stderr
     rows = result.stdout
-    assert re.search(rf"│ attnrec\.builtin\s+│ attnrec\s+│ {re.escape(attnrec.__version__)}\s+│ data\s+│ [^│]*SyntheticDataModule", rows)
+    version = re.escape(attnrec.__version__)
+    assert re.search(rf"│ attnrec\.builtin\s+│ attnrec\s+│ {version}\s+│ data\s+│ [^│]*SyntheticDataModule", rows)
     assert re.search(r"│ attentions\s+│ [^│]*MultiHeadAttention", rows)
     assert re.search(r"│ scorers\s+│ [^│]*DotScorer, CosineScorer, BilinearScorer, MLPScorer", rows)
     for name in ("ecommerce", "news", "graph", "video"):  # built-in domain plugins, found by entry point
@@ -81,8 +84,9 @@ def test_plugins_lists_builtins_installed_plugins_and_failures(example_plugin, b
     assert re.search(r"│ example\s+│ attnrec-plugin-example\s+│ 0\.3\.1\s+│ attentions\s+│ ALiBiAttention", rows)
     assert re.search(r"│ scorers\s+│ LearnedTemperatureScorer \(cosine with learned temperature\)", rows)
     assert "HalfRegisteredScorer" not in rows
-    assert "failed: plugin 'broken_import' from distribution 'attnrec-plugin-broken' failed: ModuleNotFoundError" in result.stderr
-    assert "failed: plugin 'broken_hook' from distribution 'attnrec-plugin-broken' failed: RuntimeError" in result.stderr
+    broken = "from distribution 'attnrec-plugin-broken' failed"
+    assert f"failed: plugin 'broken_import' {broken}: ModuleNotFoundError" in result.stderr
+    assert f"failed: plugin 'broken_hook' {broken}: RuntimeError" in result.stderr
 
 
 def test_strict_mode_makes_plugins_and_fit_fail(example_plugin, broken_plugin, monkeypatch, capsys, fresh_registry) -> None:
@@ -94,7 +98,8 @@ def test_strict_mode_makes_plugins_and_fit_fail(example_plugin, broken_plugin, m
         monkeypatch.setattr("attnrec.plugins._REGISTRY", None)
         assert main(command) == 1, command
         captured = capsys.readouterr()
-        assert captured.err.startswith("attnrec: plugin 'broken_hook' from distribution 'attnrec-plugin-broken' failed: RuntimeError")
+        expected = "attnrec: plugin 'broken_hook' from distribution 'attnrec-plugin-broken' failed: RuntimeError"
+        assert captured.err.startswith(expected)
         assert "Traceback" not in captured.err and "test metrics" not in captured.out
 
 
@@ -108,7 +113,7 @@ def test_fit_trains_plugin_components_named_by_short_class_name(trained: Trained
     assert "class_path: attnrec_example_plugin.ALiBiAttention" in config
     assert "class_path: attnrec_example_plugin.LearnedTemperatureScorer" in config
     assert "'broken_import' from distribution 'attnrec-plugin-broken'" in trained.stderr  # reported, not fatal
-    assert "protocol: " in trained.stdout and "candidates=full (150 items, seen masked)" in trained.stdout
+    assert re.search(r"^protocol: .*candidates=full", trained.stdout, re.MULTILINE)  # results carry their protocol
     popularity = evaluate_popularity(SyntheticDataModule(**tiny_data), "test", metrics=("NDCG",), ks=(10,))["NDCG@10"]
     model = metric(trained.stdout, "NDCG@10")
     assert model > 1.3 * popularity, f"NDCG@10 {model:.4f} does not beat popularity {popularity:.4f} on planted structure"
@@ -135,11 +140,12 @@ def test_print_config_and_help_cover_plugin_components(example_importable, capsy
     assert done.value.code in (0, None)
     printed = capsys.readouterr().out
     assert re.search(r"class_path: attnrec_example_plugin.ALiBiAttention\n\s+init_args:\n\s+num_heads: 2", printed)
-    assert re.search(r"class_path: attnrec_example_plugin.LearnedTemperatureScorer\n\s+init_args:\n\s+init_temperature: 0.05", printed)
+    scorer = r"class_path: attnrec_example_plugin.LearnedTemperatureScorer\n\s+init_args:\n\s+init_temperature: 0.05"
+    assert re.search(scorer, printed)
     for flag, name, expected in [
         ("--model.user_encoder.attention.help", "ALiBiAttention", ("linear recency bias", "--attention.learn_slopes")),
         ("--model.scorer.help", "LearnedTemperatureScorer", ("learned scale", "--scorer.init_temperature")),
-        ("--model.user_encoder.help", "TransformerUserEncoder", ("Self-attentive sequence encoder", "--user_encoder.num_layers")),
+        ("--model.user_encoder.help", "TransformerUserEncoder", ("TransformerUserEncoder", "--user_encoder.num_layers")),
     ]:
         with pytest.raises(SystemExit):
             main(["fit", flag, name])
@@ -162,7 +168,9 @@ def test_unknown_subcommand_is_a_clear_error(capsys) -> None:
 
 
 # ----------------------------------------------------------------- recommend
-def test_recommend_prints_unseen_items_with_titles(trained: Trained, example_importable, tiny_data, capsys, monkeypatch) -> None:
+def test_recommend_prints_unseen_items_with_titles(
+    trained: Trained, example_importable, tiny_data, capsys, monkeypatch
+) -> None:
     from attnrec.data import SyntheticDataModule
 
     monkeypatch.setenv("COLUMNS", "200")
@@ -174,7 +182,7 @@ def test_recommend_prints_unseen_items_with_titles(trained: Trained, example_imp
         rows = re.findall(r"│ (\d+)\s+│ (\d+)\s+│ (.+?)\s+│ (-?[0-9.]+) │", table)
         assert [int(rank) for rank, *_ in rows] == [1, 2, 3, 4, 5]
         for _, item, title, _ in rows:
-            assert re.fullmatch(rf"\w+ \w+ item {item}", title), f"title {title!r} of item {item}"
+            assert title.endswith(f" item {item}"), f"title {title!r} of item {item}"  # the generator's titles
         scores = [float(score) for *_, score in rows]
         assert scores == sorted(scores, reverse=True)
         seen = {str(data.catalog.raw_ids[i]) for i in data.user_history(user).tolist()}

@@ -67,7 +67,8 @@ def test_get_registry_with_no_entry_points_holds_only_the_builtins(fresh_registr
 def test_register_rejects_a_class_of_the_wrong_interface() -> None:
     registry = builtin_registry()
     wrong = plugin(register_attentions=lambda register: register(DotScorer))
-    with pytest.raises(TypeError, match=r"plugin 'wrong': register_attentions got .*DotScorer.*not a subclass of attnrec\.Attention"):
+    expected = r"plugin 'wrong': register_attentions got .*DotScorer.*not a subclass of attnrec\.Attention"
+    with pytest.raises(TypeError, match=expected):
         registry.add_plugin(wrong, name="wrong", distribution="wrong-dist")
     not_a_class = plugin(register_scorers=lambda register: register(DotScorer(8)))
     with pytest.raises(TypeError, match="not a subclass of attnrec.Scorer"):
@@ -129,7 +130,9 @@ def test_unknown_component_lists_the_available_ones() -> None:
 
 # ------------------------------------------------------- entry-point discovery
 @pytest.fixture
-def installed(monkeypatch: pytest.MonkeyPatch, example_plugin: Path, broken_plugin: Path, fresh_registry) -> Callable[..., Registry]:
+def installed(
+    monkeypatch: pytest.MonkeyPatch, example_plugin: Path, broken_plugin: Path, fresh_registry: Callable[[], Registry]
+) -> Callable[..., Registry]:
     """Both test plugin distributions on sys.path; ``installed(**env)`` loads a fresh registry."""
     monkeypatch.syspath_prepend(str(example_plugin))
     monkeypatch.syspath_prepend(str(broken_plugin))
@@ -193,7 +196,8 @@ def test_an_entry_point_name_taken_by_another_distribution_is_a_failure(installe
     assert len(registry.plugins["example"].components) == 2
     (failure,) = registry.failures
     assert failure.name == "example" and "already taken by distribution" in str(failure)
-    assert {failure.distribution, registry.plugins["example"].distribution} == {"attnrec-plugin-example", "attnrec-plugin-impostor"}
+    distributions = {failure.distribution, registry.plugins["example"].distribution}
+    assert distributions == {"attnrec-plugin-example", "attnrec-plugin-impostor"}
 
 
 # ------------------------------------------------- the example plugin's components

@@ -156,7 +156,10 @@ class Registry:
             missing = sorted(set(only) - {ep.name for ep in entry_points})
             if missing:
                 installed = ", ".join(sorted({ep.name for ep in entry_points})) or "none"
-                message = f"ATTNREC_LOAD_PLUGINS names plugins that are not installed: {', '.join(missing)}; installed: {installed}"
+                message = (
+                    f"ATTNREC_LOAD_PLUGINS names plugins that are not installed: {', '.join(missing)}; "
+                    f"installed: {installed}"
+                )
                 if strict:
                     raise PluginError(message)
                 warnings.warn(message, RuntimeWarning, stacklevel=2)
