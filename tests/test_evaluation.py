@@ -107,6 +107,13 @@ def test_a_target_scored_minus_infinity_ranks_last_among_valid_items() -> None:
     assert AUC()(ranking.ranks, ranking.num_relevant, ranking.num_candidates, None).item() == 0.0
 
 
+def test_top_k_past_the_valid_items_is_padding_not_a_seen_item() -> None:
+    scores = torch.rand(2, 7)
+    ranking = rank_full(DenseScoring(scores), 7, torch.zeros(2, 0, dtype=torch.long), torch.tensor([[1, 2, 3], [0, 0, 0]]), 5)
+    assert ranking.topk[0, 3:].tolist() == [0, 0] and sorted(ranking.topk[0, :3].tolist()) == [4, 5, 6]
+    assert (ranking.topk[1] != 0).all()
+
+
 def test_padding_item_is_never_recommended_or_ranked() -> None:
     n = 8
     scores = torch.rand(3, n + 1)
@@ -139,6 +146,18 @@ def test_catalogue_metrics_on_a_hand_case() -> None:
     assert got["AUC"] == pytest.approx((1 + 2 / 3 + 0) / 3)
     assert got["GAUC"] == pytest.approx(((1 + 0) / 2 + 2 / 3) / 2)
     assert got["HR@2"] == pytest.approx(2 / 3)
+
+
+def test_novelty_ignores_the_padding_of_short_candidate_lists() -> None:
+    popularity = torch.tensor([0.0, 1.0, 1.0, 2.0])  # shares 1/4, 1/4, 1/2
+    cands = torch.tensor([[1, 3, 0], [2, 1, 3]])  # the first impression list has two items
+    labels = torch.tensor([[1, 0, 0], [1, 0, 0]])
+    scores = torch.tensor([[2.0, 1.0, 0.0], [3.0, 2.0, 1.0]])
+    evaluator = RankingEvaluator([HR()], [3], 3, popularity=popularity)
+    evaluator.update(rank_candidates(scores, cands, labels, 3))
+    got = {k: float(v) for k, v in evaluator.compute().items()}
+    assert got["Novelty@3"] == pytest.approx(((2 + 1) / 2 + (2 + 2 + 1) / 3) / 2)
+    assert got["Coverage@3"] == 1.0
 
 
 def test_gini_extremes() -> None:

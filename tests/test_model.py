@@ -161,6 +161,13 @@ def test_recommend_excludes_seen_items(trained: tuple[Recommender, SyntheticData
     assert (kept.unsqueeze(-1) == batch["seen"].unsqueeze(1)).any()
 
 
+def test_recommend_never_falls_back_to_seen_items() -> None:
+    model = Recommender(ItemCatalog(6), dim=8, user_encoder=functools.partial(TransformerUserEncoder, max_len=4)).eval()
+    items, scores = model.recommend({"history": torch.tensor([[0, 1, 2, 3]])}, k=5)
+    assert sorted(items[0, :3].tolist()) == [4, 5, 6]
+    assert items[0, 3:].tolist() == [0, 0] and torch.isinf(scores[0, 3:]).all() and torch.isfinite(scores[0, :3]).all()
+
+
 def test_attention_weights_per_layer(trained: tuple[Recommender, SyntheticDataModule, Path]) -> None:
     model, datamodule, _ = trained
     batch = next(iter(datamodule.val_dataloader()))

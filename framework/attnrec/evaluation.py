@@ -21,7 +21,7 @@ class Ranking(NamedTuple):
     ranks: Tensor  # [B, T] 1-based pessimistic ranks of relevant items, inf = padding
     num_relevant: Tensor  # [B]
     num_candidates: Tensor  # [B] valid candidates
-    topk: Tensor  # [B, K] recommended item ids, best first
+    topk: Tensor  # [B, K] recommended item ids, best first; 0 (padding) past the valid candidates
 
 
 def _check_finite(scores: Tensor, what: str) -> None:
@@ -108,6 +108,8 @@ def rank_full(
         merged_items = torch.cat([top_items, chunk_idx + lo], dim=1)
         keep = merged_scores.topk(min(k, merged_scores.shape[1]), dim=1).indices
         top_scores, top_items = merged_scores.gather(1, keep), merged_items.gather(1, keep)
+    # with fewer than k valid items the list ends in padding, never in a masked (seen) item
+    top_items = top_items.masked_fill(top_scores == float("-inf"), 0)
     ranks = torch.where(relevant, (counts + 1).double(), torch.full_like(counts, 0, dtype=torch.double) + float("inf"))
     return Ranking(ranks, relevant.sum(dim=1), valid_total, top_items)
 
@@ -186,7 +188,9 @@ class RankingEvaluator(Metric):
                 top = ranking.topk[:, :k]
                 self.rec_counts[i].index_add_(0, top.flatten(), torch.ones(top.numel(), dtype=torch.float64, device=top.device))
                 share = (self.popularity[top] / max(float(self.popularity.sum()), 1.0)).clamp(min=1e-12)
-                self.novelty[i] += (-torch.log2(share)).mean(dim=1).sum()
+                real = top != 0  # short candidate lists (impressions) end in padding, which is no item
+                bits = (-torch.log2(share) * real).sum(dim=1) / real.sum(dim=1).clamp(min=1)
+                self.novelty[i] += bits.sum()
         if users is not None and hasattr(self, "user_auc") and self.auc is not None:
             auc = self.auc(*args, None)
             self.user_auc.index_add_(0, users, auc.to(torch.float64))

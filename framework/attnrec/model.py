@@ -249,12 +249,13 @@ class Recommender(L.LightningModule):
     @torch.no_grad()
     def recommend(self, batch: Batch, k: int = 10, exclude_seen: bool = True) -> tuple[Tensor, Tensor]:
         """Top-k item ids ``[B, k]`` and their scores for the users described by ``batch``
-        (``history``, and ``seen`` items to exclude, by default the history)."""
+        (``history``, and ``seen`` items to exclude, by default the history). Where fewer than
+        ``k`` items are left, the list ends in item 0 with score ``-inf``."""
         scoring = self.scoring(batch)
         seen = batch.get("seen", batch["history"]) if exclude_seen else None
         no_targets = batch["history"].new_zeros(batch["history"].shape[0], 0)
         top = rank_full(scoring, self.catalog.num_items + 1, no_targets, seen, k, self.hparams.item_chunk_size).topk
-        return top, scoring.items(top)
+        return top, scoring.items(top).masked_fill(top == 0, float("-inf"))
 
     @torch.no_grad()
     def attention_weights(self, batch: Batch) -> dict[str, Tensor]:
