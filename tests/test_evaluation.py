@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import Tensor
 
-from attnrec.evaluation import RankingEvaluator, gini, rank_candidates, rank_full
+from attnrec.data import SyntheticDataModule
+from attnrec.evaluation import RankingEvaluator, evaluate_popularity, gini, rank_candidates, rank_full
 from attnrec.metrics import AUC, HR, MRR, NDCG
 
 
@@ -181,3 +182,23 @@ def test_evaluator_sums_are_exact_when_split_across_updates() -> None:
     assert {k: float(v) for k, v in a.compute().items()} == pytest.approx(
         {k: float(v) for k, v in whole.compute().items()}, rel=1e-12
     )
+
+
+def test_popularity_baseline_matches_a_brute_force_count() -> None:
+    """The baseline every model test compares with: item popularity as the score, seen masked."""
+    datamodule = SyntheticDataModule(num_users=150, num_items=130, max_len=10)
+    got = evaluate_popularity(datamodule, "val", metrics=("HR", "MRR"), ks=(10,))
+    popularity = datamodule.catalog.popularity
+    lists = datamodule.eval_lists("val")
+    hits, reciprocal = 0.0, 0.0
+    for seen, (target,) in zip(lists.histories, lists.targets):
+        allowed = torch.ones(datamodule.num_items + 1, dtype=torch.bool)
+        allowed[0] = False
+        allowed[torch.as_tensor(seen)] = False
+        allowed[target] = True
+        rank = int((popularity[allowed] >= popularity[target]).sum())  # ties: the worst rank
+        hits += rank <= 10
+        reciprocal += 1 / rank if rank <= 10 else 0.0
+    assert got["HR@10"] == pytest.approx(hits / len(lists))
+    assert got["MRR@10"] == pytest.approx(reciprocal / len(lists))
+    assert got["HR@10"] > 0.05  # the skew makes the baseline non-trivial
