@@ -9,6 +9,7 @@ five seconds of imports per command. One trained checkpoint is shared.
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -192,3 +193,12 @@ def test_recommend_prints_unseen_items_with_titles(
 def test_recommend_unknown_user_is_a_clear_error(trained: Trained, example_importable) -> None:
     with pytest.raises(SystemExit, match=r"user 'nobody' is not in synthetic-shop"):
         main(["recommend", "--ckpt_path", str(trained.checkpoint), "--user", "nobody"])
+
+
+def test_recommend_without_the_plugin_names_the_missing_module(trained: Trained, monkeypatch, fresh_registry) -> None:
+    for module in [name for name in sys.modules if name.split(".")[0] == "attnrec_example_plugin"]:
+        monkeypatch.delitem(sys.modules, module)  # as in an environment where the plugin is not installed
+    monkeypatch.setenv("ATTNREC_LOAD_PLUGINS", "")
+    expected = r"(?s)cannot rebuild the model: .*No module named 'attnrec_example_plugin'.*Is the plugin .* installed"
+    with pytest.raises(SystemExit, match=expected):
+        main(["recommend", "--ckpt_path", str(trained.checkpoint), "--user", "1"])

@@ -105,8 +105,14 @@ def recommend_main(argv: Sequence[str]) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    model = Recommender.load_from_checkpoint(args.ckpt_path, map_location="cpu", weights_only=False)
-    datamodule = LightningDataModule.load_from_checkpoint(args.ckpt_path, map_location="cpu", weights_only=False)
+    try:
+        model = Recommender.load_from_checkpoint(args.ckpt_path, map_location="cpu", weights_only=False)
+        datamodule = LightningDataModule.load_from_checkpoint(args.ckpt_path, map_location="cpu", weights_only=False)
+    except (argparse.ArgumentError, ImportError) as exc:  # a component's class cannot be imported here
+        raise SystemExit(
+            f"{args.ckpt_path}: cannot rebuild the model: {exc}\n"
+            "Is the plugin that provides its components installed? (`attnrec plugins` lists them)"
+        ) from None
     if not isinstance(datamodule, RecDataModule):
         raise SystemExit(f"{args.ckpt_path}: its data module {type(datamodule).__name__} is not a RecDataModule")
     model.eval()

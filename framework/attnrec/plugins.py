@@ -125,7 +125,7 @@ class Registry:
         info.components = added
         self.plugins[name] = info
 
-    def _register_fn(self, kind: str, plugin: str, added: list[Component]):
+    def _register_fn(self, kind: str, plugin: str, added: list[Component]) -> hookspecs.Register:
         interfaces = _interfaces()[kind]
 
         def register(cls: type, name: str | None = None) -> None:
