@@ -38,7 +38,7 @@ def trained() -> dict[str, tuple[VideoRecommender, VideoSampleDataModule]]:
             dm.catalog, dim=32, item_encoder=encoder, user_encoder=USER_ENCODER, lr=5e-3, ks=(10,), metrics=("HR", "NDCG")
         )
         trainer = L.Trainer(
-            max_epochs=10, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+            max_epochs=8, logger=False, enable_checkpointing=False, enable_progress_bar=False,
             enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
         )  # fmt: skip
         trainer.fit(model, dm)
