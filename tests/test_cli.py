@@ -161,6 +161,17 @@ def test_top_level_help_names_the_extra_subcommands(capsys) -> None:
     assert "attnrec plugins" in text and "attnrec recommend" in text and "fit" in text
 
 
+def test_a_misspelled_component_name_gets_the_close_registered_ones(capsys, fresh_registry, monkeypatch) -> None:
+    monkeypatch.setenv("ATTNREC_LOAD_PLUGINS", "")
+    with pytest.raises(SystemExit) as done:
+        main(["fit", "--model.scorer=DotScorr"])
+    assert done.value.code == 2
+    assert "'DotScorr' is not a registered component; did you mean DotScorer (scorers)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["fit", "--model.user_encoder.attention=Zebra"])
+    assert re.search(r"'Zebra' is not a registered component.*\n\s+data: .*SyntheticDataModule", capsys.readouterr().err)
+
+
 def test_unknown_subcommand_is_a_clear_error(capsys) -> None:
     assert main(["frobnicate"]) == 2
     error = capsys.readouterr().err

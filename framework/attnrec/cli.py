@@ -8,14 +8,16 @@ extra subcommands are dispatched in front of LightningCLI instead of overriding 
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
+import re
 import sys
 import warnings
 from importlib import resources
-from typing import Any, Sequence
+from typing import Any, NoReturn, Sequence
 
 import torch
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from .interfaces import RecDataModule
 from .model import Recommender
@@ -24,6 +26,32 @@ from .plugins import PluginError, get_registry
 DEFAULT_CONFIG = str(resources.files("attnrec") / "configs" / "default.yaml")
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 EXTRA = "Also: `attnrec plugins` (installed plugins and their components), `attnrec recommend --ckpt_path CKPT --user ID -k 10`."
+
+
+class AttnRecArgumentParser(LightningArgumentParser):
+    """jsonargparse's errors for a short class name it cannot resolve say only "Expected a dot
+    import path string"; this adds the registered names that come close, or all of them."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        unresolved = sorted(set(re.findall(r"Expected a dot import path string: ([\w.]+)", message)))
+        if unresolved:
+            message += "\n" + component_hints(unresolved)
+        super().error(message, ex)
+
+
+def component_hints(names: Sequence[str]) -> str:
+    registry = get_registry()
+    known = {name: kind for kind in registry.components for name in registry.names(kind)}
+    lines = []
+    for name in names:
+        close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.6)
+        if close:
+            guesses = ", ".join(f"{guess} ({known[guess]})" for guess in close)
+            lines.append(f"{name!r} is not a registered component; did you mean {guesses}?")
+        else:
+            lines.append(f"{name!r} is not a registered component; registered ones by kind:")
+            lines += [f"  {kind}: {', '.join(registry.names(kind))}" for kind in registry.components if registry.names(kind)]
+    return "\n".join(lines + ["(`attnrec plugins` lists installed plugins and what each registered)"])
 
 
 class AttnRecCLI(LightningCLI):
@@ -49,6 +77,7 @@ def lightning_main(args: Sequence[str] | None = None) -> AttnRecCLI:
         RecDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
+        parser_class=AttnRecArgumentParser,
         parser_kwargs={"prog": "attnrec", "epilog": EXTRA, **{name: kwargs for name in SUBCOMMANDS}},
         save_config_kwargs={"overwrite": True},
         args=args,
