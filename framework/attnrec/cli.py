@@ -1,8 +1,9 @@
 """``attnrec``: LightningCLI (fit/validate/test/predict) plus ``plugins`` and ``recommend``.
 
 Plugins are loaded before the parser is built, so components can be named by their short
-class names (``--model.scorer=CosineScorer``) and ``--help`` covers plugin components. The two
-extra subcommands are dispatched in front of LightningCLI instead of overriding its internals.
+class names (``--model.scorer=CosineScorer``) and ``--help`` covers plugin components; a name
+that resolves to nothing is answered with the registered names that come close. The two extra
+subcommands are dispatched in front of LightningCLI instead of overriding its internals.
 """
 
 from __future__ import annotations
