@@ -97,9 +97,9 @@ TIME_FORMAT = "%m/%d/%Y %I:%M:%S %p"
 
 def _title(rng: np.random.Generator, category: str, subcategory: str) -> str:
     general, subs = TOPICS[category]
-    words = list(rng.choice(subs[subcategory], size=int(rng.integers(1, 3)), replace=False))
-    words += list(rng.choice(general, size=int(rng.integers(1, 3)), replace=False))
-    words += list(rng.choice(FILLER, size=int(rng.integers(3, 6)), replace=False))
+    words = list(rng.choice(subs[subcategory], size=int(rng.integers(1, 4)), replace=False))
+    words += list(rng.choice(general, size=int(rng.integers(2, 4)), replace=False))
+    words += list(rng.choice(FILLER, size=int(rng.integers(2, 5)), replace=False))
     rng.shuffle(words)
     return " ".join(words).capitalize()
 
@@ -114,7 +114,7 @@ def generate_mind(
     num_users: int = 500,
     num_news: int = 900,
     num_categories: int = 8,
-    train_impressions: int = 3,
+    train_impressions: int = 5,
     candidates: tuple[int, int] = (8, 16),
     history_length: tuple[int, int] = (3, 25),
     p_favourite: float = 0.85,
@@ -150,7 +150,7 @@ def generate_mind(
     show_train[fresh:] = 0.0
     show_train /= show_train.sum()
     show_eval = popularity / popularity.sum()
-    boost = 0.5 + popularity / popularity.max()  # a popular article is clicked a little more often
+    boost = 0.8 + 0.4 * popularity / popularity.max()  # a popular article is clicked a little more often
 
     behaviors: dict[str, list[str]] = {"train": [], "dev": [], "test": []}
     impression_id = 0
