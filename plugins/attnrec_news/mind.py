@@ -242,11 +242,14 @@ class TrainClicks(Dataset):
 
 
 class ImpressionLists(Dataset):
-    """Evaluation: one list per impression with at least one click (as MIND's scorer needs)."""
+    """Evaluation: one list per impression with at least one click (MIND's scorer needs one);
+    ``require_click=False`` keeps every row (prediction, where nothing is labelled)."""
 
-    def __init__(self, impressions: Impressions, protocol: Literal["impressions", "full"]) -> None:
+    def __init__(
+        self, impressions: Impressions, protocol: Literal["impressions", "full"], require_click: bool = True
+    ) -> None:
         self.impressions, self.protocol = impressions, protocol
-        self.keep = [i for i, lab in enumerate(impressions.labels) if lab.any()]
+        self.keep = [i for i, lab in enumerate(impressions.labels) if lab.any() or not require_click]
 
     def __len__(self) -> int:
         return len(self.keep)
@@ -273,7 +276,7 @@ class NewsCollate:
         batch = {"user": torch.tensor([e["user"] for e in examples], dtype=torch.long)}
         history = torch.zeros(len(examples), self.max_len, dtype=torch.long)
         for row, e in enumerate(examples):
-            recent = np.asarray(e["history"][-self.max_len :], dtype=np.int64) if self.max_len else np.zeros(0, np.int64)
+            recent = np.asarray(e["history"][-self.max_len :], dtype=np.int64)
             if len(recent):
                 history[row, self.max_len - len(recent) :] = torch.as_tensor(recent)
         batch["history"] = history
@@ -327,6 +330,8 @@ class MINDDataModule(RecDataModule):
             raise ValueError(f"eval_protocol must be 'impressions' or 'full', got {eval_protocol!r}")
         if npratio < 1:
             raise ValueError(f"npratio must be at least 1 (non-clicked news per click), got {npratio}")
+        if max_len < 1 or title_length < 1:
+            raise ValueError(f"max_len and title_length must be at least 1, got {max_len} and {title_length}")
         self.path, self.version = path, version
         self.max_len, self.title_length, self.npratio = max_len, title_length, npratio
         self.tokenizer, self.min_word_count = tokenizer, min_word_count
@@ -514,8 +519,7 @@ class MINDDataModule(RecDataModule):
         users = np.arange(1, self.num_users + 1)
         histories = self._latest_histories()[1:]
         lists = Impressions(users, histories, [np.zeros(0, np.int64)] * len(users), [np.zeros(0, np.int64)] * len(users))
-        dataset = ImpressionLists(lists, "full")
-        dataset.keep = list(range(len(users)))
+        dataset = ImpressionLists(lists, "full", require_click=False)
         return DataLoader(dataset, batch_size=self.eval_batch_size, collate_fn=NewsCollate(self.max_len),
                           num_workers=self.num_workers)  # fmt: skip
 

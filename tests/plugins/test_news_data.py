@@ -157,3 +157,10 @@ def test_bundled_sample_plants_topical_preferences(tmp_path: Path) -> None:
         for c, y in zip(candidates, labels):
             share[int(y)].append(category[c] in liked)
     assert np.mean(share[1]) > np.mean(share[0]) + 0.3
+
+
+def test_predict_lists_every_user_with_the_latest_history(tmp_path: Path) -> None:
+    dm = MINDDataModule(path=str(write(tmp_path)), max_len=4)
+    batch = next(iter(dm.predict_dataloader()))
+    assert batch["user"].tolist() == [1, 2]
+    assert batch["history"].tolist() == [[0, 1, 3, 5], [0, 0, 0, 0]]  # U1 from dev, U2 from train
