@@ -153,6 +153,10 @@ class ItemEncoder(nn.Module, ABC):
     """Item ids ``[...]`` -> vectors ``[..., dim]``. Constructed as ``cls(catalog, dim, ...)``,
     so an encoder can size its tables from the catalog and read item features from it."""
 
+    required_features: ClassVar[tuple[str, ...]] = ()
+    """Catalog features the encoder reads (``"train_edges"`` for the training graph), so tools
+    and conformance tests can tell which catalogs it can be built from."""
+
     def __init__(self, catalog: ItemCatalog, dim: int) -> None:
         super().__init__()
         self.num_items = catalog.num_items
@@ -187,6 +191,8 @@ class UserEncoder(nn.Module, ABC):
     """
 
     all_positions: ClassVar[bool] = False
+    required_keys: ClassVar[tuple[str, ...]] = ("history",)
+    """Batch keys the encoder reads; target-aware encoders (DIN, BST) also need the candidates."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()

@@ -16,8 +16,13 @@ from torch import Tensor
 from .interfaces import Attention, ItemCatalog, ItemEncoder, RecDataModule, Scorer, UserEncoder
 
 
+STANDARD_KEYS = frozenset({"history", "user"})
+"""The batch keys every data module provides; encoders needing more are checked by their plugin."""
+
+
 def tiny_catalog(num_items: int = 30, num_users: int = 10, seed: int = 0) -> ItemCatalog:
-    """A catalog with an integer ``category`` feature, for building components in tests."""
+    """A catalog with an integer ``category`` feature and a training graph, for building
+    components in tests."""
     generator = torch.Generator().manual_seed(seed)
     popularity = torch.randint(0, 50, (num_items + 1,), generator=generator).float()
     popularity[0] = 0
@@ -29,6 +34,10 @@ def tiny_catalog(num_items: int = 30, num_users: int = 10, seed: int = 0) -> Ite
         titles=[""] + [f"item {i}" for i in range(1, num_items + 1)],
         features={"category": category},
         num_users=num_users,
+        train_edges=torch.stack(
+            [torch.randint(1, num_users + 1, (4 * num_users,), generator=generator),
+             torch.randint(1, num_items + 1, (4 * num_users,), generator=generator)]
+        ),
     )
 
 
