@@ -91,3 +91,13 @@ def test_ties_are_pessimistic() -> None:
     out = mind_scores([[0.5, 0.5, 0.5, 0.5]], [[1, 0, 0, 1]])
     assert out["AUC"] == 0.0
     assert out["MINDMRR"] == pytest.approx(1 / 4)
+
+
+def test_news_plugin_registers_through_its_entry_point() -> None:
+    from attnrec import get_registry
+
+    components = {c.name: c.kind for c in get_registry().plugins["news"].components}
+    assert components == {
+        "MINDDataModule": "data", "NRMSNewsEncoder": "encoders", "PLMNewsEncoder": "encoders",
+        "NRMSUserEncoder": "encoders", "NRMS": "recommenders", "MINDMRR": "metrics",
+    }  # fmt: skip
