@@ -31,7 +31,7 @@ MODELS = ("popularity", "IdItemEncoder", "MultimodalItemEncoder")
 VIDEO_FILES = ("small_matrix.csv", "big_matrix.csv", "MicroLens-100k_pairs.csv", "MicroLens-50k_pairs.csv")
 
 
-def _measure(model_name: str, epochs: int, seed: int) -> dict:
+def _measure(model_name: str, epochs: int, seed: int, threads: int) -> dict:
     import functools
     import logging
     import warnings
@@ -45,6 +45,7 @@ def _measure(model_name: str, epochs: int, seed: int) -> dict:
 
     warnings.filterwarnings("ignore")
     logging.getLogger("lightning").setLevel(logging.ERROR)
+    torch.set_num_threads(threads)
     dm = VideoSampleDataModule(seed=seed)
     results: dict = {"model": model_name}
     if model_name == "popularity":
@@ -118,23 +119,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (small models: 1 is fastest)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "video.md"), help="'-' prints only")
     parser.add_argument("--_one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._one:
-        print(json.dumps(_measure(args._one, args.epochs, args.seed)))
+        print(json.dumps(_measure(args._one, args.epochs, args.seed, args.threads)))
         return
     rows = []
     for name in MODELS:
         done = subprocess.run(
-            [sys.executable, __file__, "--_one", name, "--epochs", str(args.epochs), "--seed", str(args.seed)],
+            [sys.executable, __file__, "--_one", name, "--epochs", str(args.epochs), "--seed", str(args.seed),
+             "--threads", str(args.threads)],
             check=True, capture_output=True, text=True,
         )  # fmt: skip
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(f"{name}: done", file=sys.stderr)
     trained = next(r for r in rows if "device" in r)
     protocol = ", ".join(f"{k}={v}" for k, v in trained["protocol"].items())
-    command = "python benchmarks/video_sample.py" + (f" --epochs {args.epochs}" if args.epochs != 30 else "")
+    command = "python benchmarks/video_sample.py" + (f" --epochs {args.epochs}" if args.epochs != 30 else "") + (
+        f" --threads {args.threads}" if args.threads != 1 else ""
+    )
     shared = _shared_video_data()
     lines = [
         "## Video plugin: id-only vs multimodal on the bundled sample (warm and cold videos)",

@@ -307,18 +307,19 @@ class VideoDataModule(InteractionDataModule):
         if len(log) == 0:
             raise DataFormatError(f"{label}: no interactions (only a header, or empty); add at least one row")
         ratio = watch_ratio(log, label, watch_log.first_line)
+        table = read_table(log, label=label, first_line=watch_log.first_line)  # validated before any row is dropped
+        durations = numbers(log["duration"], label, "duration", watch_log.first_line) if "duration" in log.columns else None
         filtering = watch_log.filtering
         if self.min_watch_ratio > 0:
             keep = ~(ratio < self.min_watch_ratio)
-            log, ratio = log[keep].reset_index(drop=True), ratio[keep]
-            filtering = f"watch ratio >= {self.min_watch_ratio:g}" + ("" if filtering == "none" else f", {filtering}")
-            if len(log) == 0:
+            if not keep.any():
                 raise DataFormatError(f"{label}: no watch reaches min_watch_ratio={self.min_watch_ratio}; lower it")
-        table = read_table(log, label=label, first_line=watch_log.first_line)
+            table, ratio = table.select(np.flatnonzero(keep)), ratio[keep]
+            durations = durations[keep] if durations is not None else None
+            filtering = f"watch ratio >= {self.min_watch_ratio:g}" + ("" if filtering == "none" else f", {filtering}")
         frame = table.to_pandas()
         times = frame["timestamp"].to_numpy(np.float64) if "timestamp" in frame else np.arange(len(frame), dtype=np.float64)
         self._watches = (frame["user"].to_numpy(), frame["item"].to_numpy(), times, ratio)
-        durations = numbers(log["duration"], label, "duration", watch_log.first_line) if "duration" in log.columns else None
         items_frame = self._complete_items(frame["item"].to_numpy(), durations, items, items_label)
         return Loaded(table, datasets.Dataset.from_pandas(items_frame, preserve_index=False), filtering)
 

@@ -83,8 +83,9 @@ class VideoRecommender(Recommender):
         warm_negatives_only: bool = True,
     ) -> None:
         super().__init__(
-            catalog, dim, item_encoder, user_encoder, scorer, loss, lr, weight_decay, warmup_steps,
-            schedule, metrics, ks, item_chunk_size,  # type: ignore[arg-type]
+            catalog, dim=dim, item_encoder=item_encoder, user_encoder=user_encoder, scorer=scorer, loss=loss, lr=lr,
+            weight_decay=weight_decay, warmup_steps=warmup_steps, schedule=schedule, metrics=metrics, ks=ks,  # type: ignore[arg-type]
+            item_chunk_size=item_chunk_size,
         )  # fmt: skip
         if watch_weight < 0:
             raise ValueError(f"VideoRecommender: watch_weight={watch_weight} must be >= 0 (0 = unweighted)")

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from attnrec.cli import main
+from attnrec.encoders import IdItemEncoder
+from attnrec_video import MultimodalItemEncoder, VideoRecommender
 
 CONFIGS = Path(__file__).resolve().parents[2] / "plugins" / "attnrec_video" / "configs"
 
@@ -28,4 +30,8 @@ def test_config_fits_one_quick_epoch(
     out = " ".join(capsys.readouterr().out.split())  # the table and protocol wrap at the console width
     assert "WatchNDCG@10" in out and "HR@10" in out  # the test table, watch-time NDCG next to HR/NDCG
     assert "the 10 cold videos (10%)" in out  # printed with its protocol: test ranks the cold videos
-    assert list(tmp_path.rglob("best-*.ckpt"))
+    (checkpoint,) = tmp_path.rglob("best-*.ckpt")
+    model = VideoRecommender.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=False)
+    expected = MultimodalItemEncoder if config == "multimodal.yaml" else IdItemEncoder
+    assert type(model.item_encoder) is expected and model.catalog.num_items == 100
+    assert bool(model.catalog.features["has_visual"].any())  # content features travel in the checkpoint

@@ -119,6 +119,9 @@ def test_generic_log_with_vectors_and_embeddings(tmp_path: Path) -> None:
     # watch ratio = watch_time / duration: user 1 watched video 12 twice over, capped at 2
     users, items_ = torch.tensor([1, 1]), torch.tensor([[dm.item_map.index(12), dm.item_map.index(11)]] * 2)
     assert dm.relevance(users, items_)[0].tolist() == pytest.approx([2.0, 0.1])
+    # min_watch_ratio keeps only real views (here drops the 0.1 and 0.0 watches)
+    views = VideoDataModule(path=str(tmp_path / "log.csv"), columns={"user": "uid", "item": "vid"}, min_watch_ratio=0.2)
+    assert views.protocol["filtering"] == "watch ratio >= 0.2" and views.num_interactions == 4
 
 
 @pytest.mark.parametrize(

@@ -31,18 +31,24 @@ def _evaluate(model: VideoRecommender, dm: VideoSampleDataModule, test_items: st
 @pytest.fixture(scope="module")
 def trained() -> dict[str, tuple[VideoRecommender, VideoSampleDataModule]]:
     models = {}
-    for name, encoder in (("id", IdItemEncoder), ("multimodal", MultimodalItemEncoder)):
-        L.seed_everything(0, verbose=False)
-        dm = _data()
-        model = VideoRecommender(
-            dm.catalog, dim=32, item_encoder=encoder, user_encoder=USER_ENCODER, lr=5e-3, ks=(10,), metrics=("HR", "NDCG")
-        )
-        trainer = L.Trainer(
-            max_epochs=8, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-            enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
-        )  # fmt: skip
-        trainer.fit(model, dm)
-        models[name] = (model, dm)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: one thread is faster than two contended ones
+    try:
+        for name, encoder in (("id", IdItemEncoder), ("multimodal", MultimodalItemEncoder)):
+            L.seed_everything(0, verbose=False)
+            dm = _data()
+            model = VideoRecommender(
+                dm.catalog, dim=32, item_encoder=encoder, user_encoder=USER_ENCODER, lr=5e-3, ks=(10,),
+                metrics=("HR", "NDCG"),
+            )  # fmt: skip
+            trainer = L.Trainer(
+                max_epochs=8, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
+            )  # fmt: skip
+            trainer.fit(model, dm)
+            models[name] = (model, dm)
+    finally:
+        torch.set_num_threads(threads)
     return models
 
 
