@@ -19,7 +19,7 @@ from torch_geometric.nn import GATConv, GATv2Conv, LGConv
 
 from .graph import NodeLayout, interaction_graph, normalized_adjacency, sparse_adjacency
 from .kg import knowledge_graph
-from .layers import BilinearGraphAttention, KnowledgeGraphAttention
+from .layers import Aggregator, BilinearGraphAttention, KnowledgeGraphAttention
 
 
 class Propagated(NamedTuple):
@@ -182,8 +182,10 @@ class GraphAttentionEncoder(GraphEncoder):
 class KGAttentionEncoder(GraphEncoder):
     """KGAT-style attention over the collaborative knowledge graph: users, items and the
     catalog's knowledge-graph entities (features ``kg_entity``/``kg_relation``, see
-    :mod:`attnrec_graph.kg`), with :class:`KnowledgeGraphAttention` layers; final vectors the
-    mean of the layer outputs."""
+    :mod:`attnrec_graph.kg`), with :class:`KnowledgeGraphAttention` layers (``aggregator``:
+    the transform-free ``residual`` by default, which learns several times faster on small
+    data, or KGAT's ``bi-interaction``); final vectors the mean of
+    the layer outputs."""
 
     def __init__(
         self,
@@ -191,13 +193,14 @@ class KGAttentionEncoder(GraphEncoder):
         dim: int,
         num_layers: int = 2,
         heads: int = 2,
+        aggregator: Aggregator = "residual",
         dropout: float = 0.0,
         init_std: float = 0.1,
     ) -> None:
         super().__init__(catalog, dim, num_layers, init_std)
         self.register_buffer("edge_type", self._edge_type, persistent=False)
         self.convs = nn.ModuleList(
-            KnowledgeGraphAttention(dim, self._num_relations, heads, dropout) for _ in range(num_layers)
+            KnowledgeGraphAttention(dim, self._num_relations, heads, dropout, aggregator) for _ in range(num_layers)
         )
 
     def _graph(self, catalog: ItemCatalog) -> tuple[Tensor, NodeLayout]:

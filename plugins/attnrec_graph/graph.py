@@ -9,6 +9,7 @@ split: validation and test interactions never enter the graph.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -87,5 +88,7 @@ def sparse_adjacency(edge_index: Tensor, weight: Tensor, num_nodes: int) -> Tens
     """A CSR matrix of ``(edge_index, weight)`` laid out as PyG's ``adj_t`` (row = target), so
     LGConv runs one sparse-dense product per layer instead of materialising ``E x D`` messages:
     that keeps graphs of a few million edges in memory on a CPU."""
-    adj_t = torch.sparse_coo_tensor(edge_index.flip(0), weight, (num_nodes, num_nodes))
-    return adj_t.coalesce().to_sparse_csr()
+    adj_t = torch.sparse_coo_tensor(edge_index.flip(0), weight, (num_nodes, num_nodes), check_invariants=True)
+    with warnings.catch_warnings():  # CSR is "beta" in torch, and the only layout with a fast CPU spmm
+        warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta")
+        return adj_t.coalesce().to_sparse_csr()

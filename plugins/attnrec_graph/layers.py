@@ -7,11 +7,15 @@ so each node's weights over its neighbours sum to one, and both can return those
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.nn import MessagePassing
 from torch_geometric.utils import softmax
+
+Aggregator = Literal["bi-interaction", "residual"]
 
 
 class BilinearGraphAttention(MessagePassing):
@@ -59,22 +63,30 @@ class KnowledgeGraphAttention(MessagePassing):
     """KGAT's relation-aware attention with its bi-interaction aggregator.
 
     For an edge ``t -> h`` with relation ``r``: ``pi(h, r, t) = (W e_t)^T tanh(W e_h + e_r)``
-    per head, softmax over ``h``'s neighbours; ``e_N = sum_t pi e_t``; output
-    ``LeakyReLU(W1 (e_h + e_N)) + LeakyReLU(W2 (e_h * e_N))``. One projection ``W`` is shared
+    per head, softmax over ``h``'s neighbours; ``e_N = sum_t pi e_t``; output KGAT's
+    bi-interaction ``LeakyReLU(W1 (e_h + e_N)) + LeakyReLU(W2 (e_h * e_N))``, or with
+    ``aggregator="residual"`` the linear ``e_h + e_N`` (no transform between layers, as in
+    LightGCN, which trains faster on small data). One projection ``W`` is shared
     by all relations (KGAT's ``W_r`` per relation costs ``R`` projections of every node); the
     relation enters through its embedding ``e_r``.
     """
 
-    def __init__(self, dim: int, num_relations: int, heads: int = 1, dropout: float = 0.0) -> None:
+    def __init__(
+        self, dim: int, num_relations: int, heads: int = 1, dropout: float = 0.0, aggregator: Aggregator = "bi-interaction"
+    ) -> None:
         super().__init__(aggr="add", node_dim=0)
         if dim % heads:
             raise ValueError(f"KnowledgeGraphAttention: dim={dim} must be divisible by heads={heads}")
+        if aggregator not in ("bi-interaction", "residual"):
+            raise ValueError(f"KnowledgeGraphAttention: unknown aggregator {aggregator!r}; choose bi-interaction or residual")
+        self.aggregator = aggregator
         self.dim, self.heads, self.head_dim = dim, heads, dim // heads
         self.project = nn.Linear(dim, dim, bias=False)
         self.relation = nn.Embedding(num_relations, dim)
         nn.init.normal_(self.relation.weight, std=0.1)
-        self.sum_layer = nn.Linear(dim, dim)
-        self.product_layer = nn.Linear(dim, dim)
+        if aggregator == "bi-interaction":
+            self.sum_layer = nn.Linear(dim, dim)
+            self.product_layer = nn.Linear(dim, dim)
         self.dropout = dropout
         self._alpha: Tensor | None = None
 
@@ -84,7 +96,10 @@ class KnowledgeGraphAttention(MessagePassing):
         projected = self.project(x)
         neighbourhood = self.propagate(edge_index, x=x, projected=projected, edge_type=edge_type, size=None)
         alpha, self._alpha = self._alpha, None
-        out = F.leaky_relu(self.sum_layer(x + neighbourhood)) + F.leaky_relu(self.product_layer(x * neighbourhood))
+        if self.aggregator == "residual":
+            out = x + neighbourhood
+        else:
+            out = F.leaky_relu(self.sum_layer(x + neighbourhood)) + F.leaky_relu(self.product_layer(x * neighbourhood))
         return (out, alpha) if return_attention_weights else out
 
     def message(self, x_j: Tensor, projected_i: Tensor, projected_j: Tensor, edge_type: Tensor, index: Tensor,

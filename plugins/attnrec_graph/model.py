@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple, Sequence
+import inspect
+from typing import Any, Literal, NamedTuple, Sequence
 
 import torch
 from attnrec.interfaces import Batch, ItemCatalog
@@ -66,6 +67,20 @@ class GraphRecommender(Recommender):
     def graph(self) -> GraphEncoder:
         assert isinstance(self.item_encoder, GraphEncoder)
         return self.item_encoder
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Spell out the encoder's defaults in its spec: when the checkpoint is loaded, a spec
+        without all ``init_args`` would inherit those of this class's default encoder (LightGCN's
+        ``num_layers=3``), not the defaults of the encoder that was trained."""
+        super().on_save_checkpoint(checkpoint)
+        spec = checkpoint["hyper_parameters"].get("item_encoder")
+        if isinstance(spec, dict):
+            defaults = {
+                name: p.default
+                for name, p in list(inspect.signature(type(self.graph)).parameters.items())[2:]
+                if p.default is not inspect.Parameter.empty
+            }
+            spec["init_args"] = defaults | spec.get("init_args", {})
 
     # -------------------------------------------------------------- training
     def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
