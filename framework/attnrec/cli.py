@@ -159,6 +159,8 @@ def recommend_main(argv: Sequence[str]) -> int:
             "history": torch.nn.functional.pad(recent, (max_len - len(recent), 0)).unsqueeze(0),
             "seen": history.unsqueeze(0),
         }
+        if hasattr(datamodule, "user_map"):  # models with per-user parameters (graph CF) read the internal id
+            batch["user"] = torch.tensor([datamodule.user_map.index(user)])
         items, scores = model.recommend(batch, k=args.k, exclude_seen=not args.include_seen)
         table = Table(title=f"top {args.k} for user {user} ({len(history)} interactions)")
         for column in ("rank", "item", "title", "score"):

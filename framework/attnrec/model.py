@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
 import warnings
 from typing import Any, Callable, Literal, Sequence
 
@@ -99,10 +100,15 @@ class Recommender(L.LightningModule):
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, map_location: Any = None, **kwargs: Any) -> Recommender:  # type: ignore[override]
-        """As Lightning's, with the catalog restored from the checkpoint unless one is given."""
+        """As Lightning's, with the catalog restored from the checkpoint unless one is given.
+        Called on a base class, it builds the checkpoint's own (already imported) subclass:
+        Lightning would build ``cls`` and drop the subclass's extra arguments."""
+        state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
         if "catalog" not in kwargs:
-            state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
             kwargs["catalog"] = ItemCatalog.from_state(state["attnrec_catalog"])
+        saved = _imported_class(state.get("hyper_parameters", {}).get("_class_path"))
+        if saved is not None and saved is not cls and issubclass(saved, cls):
+            return saved.load_from_checkpoint(checkpoint_path, map_location=map_location, **kwargs)
         return super().load_from_checkpoint(checkpoint_path, map_location=map_location, **kwargs)
 
     # -------------------------------------------------------------- encoding
@@ -282,3 +288,13 @@ def to_spec(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return type(value)(to_spec(v) for v in value)
     return value
+
+
+def _imported_class(path: Any) -> type | None:
+    """The class at ``module.Name`` if its module is already imported (never imports: a
+    checkpoint must not choose code to run)."""
+    if not isinstance(path, str) or "." not in path:
+        return None
+    module, name = path.rsplit(".", 1)
+    found = getattr(sys.modules.get(module), name, None)
+    return found if isinstance(found, type) else None
