@@ -75,28 +75,31 @@ def rank_full(
     _check_finite(target_scores.masked_fill(~relevant, 0.0), "target")
     target_scores = target_scores.masked_fill(~relevant, float("inf"))
     if seen is not None:
-        # a seen item that is also a target stays rankable
+        # a seen item that is also a target stays rankable; a repeated item is masked once
         seen = seen.masked_fill((seen.unsqueeze(-1) == targets.unsqueeze(1)).any(-1), 0)
+        seen = seen.sort(dim=1).values
+        seen[:, 1:] = seen[:, 1:].masked_fill(seen[:, 1:] == seen[:, :-1], 0)
     counts = torch.zeros(b, t, dtype=torch.long, device=device)
     valid_total = torch.zeros(b, dtype=torch.long, device=device)
     top_scores = torch.full((b, 0), float("-inf"), device=device)
     top_items = torch.zeros((b, 0), dtype=torch.long, device=device)
     step = max(1, chunk_size // max(t, 1))
+    # Masked items are written as -inf into a private copy of each chunk (sparse writes, no
+    # dense mask), and NaN is looked for in the chunk's top-k: torch.topk ranks NaN first.
     for lo in range(0, num_rows, step):
         hi = min(lo + step, num_rows)
-        scores = scoring.chunk(lo, hi).float()  # [B, c]
-        _check_finite(scores, "item")
-        valid = torch.ones_like(scores, dtype=torch.bool)
+        scores = scoring.chunk(lo, hi).to(torch.float32, copy=True)  # [B, c]
+        masked = torch.zeros(b, dtype=torch.long, device=device)
         if lo == 0:
-            valid[:, 0] = False  # padding item
+            scores[:, 0] = float("-inf")  # padding item
+            masked += 1
         if seen is not None:
             inside = (seen >= lo) & (seen < hi) & (seen != 0)
             rows, cols = inside.nonzero(as_tuple=True)
-            valid[rows, seen[rows, cols] - lo] = False
-        valid_total += valid.sum(dim=1)
-        scores = scores.masked_fill(~valid, float("-inf"))
-        # masked items never count, even against a target scored -inf
-        ge = (scores.unsqueeze(1) >= target_scores.unsqueeze(2)) & valid.unsqueeze(1)  # [B, T, c]
+            scores[rows, seen[rows, cols] - lo] = float("-inf")
+            masked += torch.bincount(rows, minlength=b)
+        valid_total += (hi - lo) - masked
+        ge = scores.unsqueeze(1) >= target_scores.unsqueeze(2)  # [B, T, c]
         # a relevant item is not ranked against itself
         own = relevant & (targets >= lo) & (targets < hi)
         rb, rt = own.nonzero(as_tuple=True)
@@ -104,10 +107,13 @@ def rank_full(
         counts += ge.sum(dim=2)
         kk = min(k, hi - lo)
         chunk_scores, chunk_idx = scores.topk(kk, dim=1)
+        _check_finite(chunk_scores, "item")
         merged_scores = torch.cat([top_scores, chunk_scores], dim=1)
         merged_items = torch.cat([top_items, chunk_idx + lo], dim=1)
         keep = merged_scores.topk(min(k, merged_scores.shape[1]), dim=1).indices
         top_scores, top_items = merged_scores.gather(1, keep), merged_items.gather(1, keep)
+    # a target scored -inf ties with every masked -inf, which must not count: it is simply last
+    counts = torch.where(target_scores == float("-inf"), valid_total.unsqueeze(1) - 1, counts)
     # with fewer than k valid items the list ends in padding, never in a masked (seen) item
     top_items = top_items.masked_fill(top_scores == float("-inf"), 0)
     ranks = torch.where(relevant, (counts + 1).double(), torch.full_like(counts, 0, dtype=torch.double) + float("inf"))
