@@ -79,6 +79,8 @@ class NRMSNewsEncoder(NewsEncoder):
     """NRMS's news encoder: title word embeddings -> multi-head self-attention -> additive
     attention pooling. Reads the catalog's ``title_tokens [N+1, T]`` (0 = padding)."""
 
+    required_features = ("title_tokens",)
+
     def __init__(
         self,
         catalog: ItemCatalog,
