@@ -185,3 +185,11 @@ def test_watch_ndcg_by_hand() -> None:
     # graded list: gains 1 (rank 2) and 2 (rank 1); ideal puts 2 then 1; padding ignored
     metric.update(torch.tensor([[2.0, 1.0, inf]]), torch.tensor([[1.0, 2.0, 0.0]]))
     assert float(metric.compute()["WatchNDCG@2"]) == pytest.approx(1.0)
+
+
+def test_components_pass_the_conformance_checks() -> None:
+    from attnrec.testing import check_data_module, check_item_encoder
+
+    dm = VideoSampleDataModule(num_users=60, num_items=80, num_clusters=4, test_items="all")
+    check_data_module(dm)
+    check_item_encoder(MultimodalItemEncoder, catalog=dm.catalog)
