@@ -41,7 +41,6 @@ from attnrec.interfaces import ItemCatalog
 
 TestItems = Literal["all", "warm", "cold"]
 DURATION_EDGES = (5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0)
-WATCH_COLUMNS = ("watch_ratio", "watch_time", "duration")
 ITEM_COLUMNS = ("title", "tags", "duration", "visual", "audio")
 MODALITY_FEATURES = {
     "title": "title_tokens", "tags": "tags", "visual": "visual", "audio": "audio", "duration": "duration_bucket",
