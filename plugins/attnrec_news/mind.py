@@ -302,7 +302,8 @@ class MINDDataModule(RecDataModule):
     generated sample (see :mod:`attnrec_news.sample`; ``sample_*`` size it). Titles become the
     catalog feature ``title_tokens [N+1, title_length]`` through a vocabulary of the titles
     (``tokenizer=None``) or a Hugging Face tokenizer (a hub id or folder; ``"offline-minilm"``:
-    the bundled all-MiniLM-L6-v2 one); ``category``/``subcategory`` become codes (0 = padding).
+    the bundled all-MiniLM-L6-v2 one); ``category``/``subcategory`` become codes (0 = padding,
+    ``code_names`` maps them back).
     ``eval_protocol="impressions"`` ranks each impression's shown news (MIND's protocol);
     ``"full"`` ranks the whole catalogue for the impression's clicks, history masked.
     """
@@ -403,8 +404,11 @@ class MINDDataModule(RecDataModule):
         else:
             tokens, self.vocabulary = hf_tokens(titles, self.title_length, self.tokenizer), []
         features = {"title_tokens": tokens}
+        self.code_names: dict[str, list[str]] = {}
         for name, values in (("category", news.category), ("subcategory", news.subcategory)):
-            codes = np.unique(np.asarray(values), return_inverse=True)[1] + 1
+            names, codes = np.unique(np.asarray(values), return_inverse=True)
+            self.code_names[name] = ["", *names.tolist()]  # code -> name; 0 is padding
+            codes = codes + 1
             feature = torch.zeros(rows, dtype=torch.long)
             feature[torch.as_tensor(order)] = torch.as_tensor(codes, dtype=torch.long)
             features[name] = feature

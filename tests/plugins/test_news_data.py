@@ -47,7 +47,8 @@ def test_parses_a_tiny_folder(tmp_path: Path) -> None:
     assert catalog.titles[2] == "Stocks rally as the dow climbs"
     words = [dm.vocabulary[t] for t in catalog.features["title_tokens"][2].tolist()]
     assert words == ["stocks", "rally", "as", "the", "dow", "climbs"]
-    assert catalog.features["category"].tolist() == [0, 2, 1, 2, 1, 2]  # finance=1, sports=2
+    assert catalog.features["category"].tolist() == [0, 2, 1, 2, 1, 2]
+    assert dm.code_names["category"] == ["", "finance", "sports"]
     assert catalog.popularity.tolist() == [0, 0, 1, 0, 1, 1]  # clicks in training impressions
     assert dm.test_split == "dev" and "dev (val) / dev (test)" in dm.protocol["split"]
 
