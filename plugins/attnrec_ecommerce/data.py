@@ -140,8 +140,9 @@ class EcommerceDataModule(InteractionDataModule):
             known = price.notna().to_numpy()
             bucket = pd.Series([""] * len(table), dtype=object)
             if known.any():
-                codes = pd.qcut(price[known].rank(method="first"), self.price_buckets, labels=False, duplicates="drop")
-                bucket[known] = [f"{int(code) + 1:03d}" for code in codes]
+                rank = price[known].rank(method="first").to_numpy()  # 1..n, ties broken by order
+                codes = np.ceil(rank * self.price_buckets / known.sum()).astype(int)  # equal-frequency 1..B
+                bucket[known] = [f"{code:03d}" for code in codes]
             table["price_bucket"] = bucket
         return datasets.Dataset.from_pandas(table, preserve_index=False)
 
