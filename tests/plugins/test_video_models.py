@@ -193,3 +193,19 @@ def test_components_pass_the_conformance_checks() -> None:
     dm = VideoSampleDataModule(num_users=60, num_items=80, num_clusters=4, test_items="all")
     check_data_module(dm)
     check_item_encoder(MultimodalItemEncoder, catalog=dm.catalog)
+
+
+@pytest.mark.parametrize("loss", ["sampled_softmax", "bce", "bpr"])
+def test_sampled_losses_are_weighted_and_skip_cold_negatives(loss: str) -> None:
+    torch.manual_seed(0)
+    dm = VideoSampleDataModule(num_users=60, num_items=80, num_clusters=4, num_negatives=8, cold_items=0.25)
+    model = VideoRecommender(dm.catalog, dim=8, loss=loss, user_encoder=functools.partial(TransformerUserEncoder, max_len=30))  # type: ignore[arg-type]
+    batch = next(iter(dm.train_dataloader()))
+    assert bool(dm.cold[batch["negatives"]].any())  # the sampler does draw cold videos
+    value = model.training_step(batch, 0)
+    value.backward()
+    grad = model.item_encoder.embedding.weight.grad
+    assert bool(torch.isfinite(value)) and grad is not None
+    assert float(grad[dm.cold].abs().sum()) == 0.0  # cold videos are never pushed down
+    heavier = dict(batch, target_weight=batch["target_weight"] ** 4)
+    assert not torch.allclose(model.training_step(heavier, 0), value)  # the weights reach the loss
