@@ -115,7 +115,6 @@ class CTRScorer(Scorer):
         user_dim: int = 0,
     ) -> None:
         super().__init__(dim)
-        activation_layer(activation, 1)  # fail at construction on a misspelled name
         self.mlp = mlp((user_dim or dim) + dim, hidden, activation, dropout)
 
     def forward(self, users: Tensor, items: Tensor) -> Tensor:
