@@ -61,6 +61,7 @@ class GraphEncoder(ItemEncoder):
         """How much each neighbour contributed to each node, per layer and head."""
 
     def propagate(self) -> Propagated:
+        # parameters' version counters move with every in-place update (optimiser steps, loads)
         key = (self.training, torch.is_grad_enabled(), tuple(p._version for p in self.parameters()))
         if self._cache is not None and self._cache[0] == key:
             return self._cache[1]
@@ -199,6 +200,7 @@ class KGAttentionEncoder(GraphEncoder):
     ) -> None:
         super().__init__(catalog, dim, num_layers, init_std)
         self.register_buffer("edge_type", self._edge_type, persistent=False)
+        del self._edge_type
         self.convs = nn.ModuleList(
             KnowledgeGraphAttention(dim, self._num_relations, heads, dropout, aggregator) for _ in range(num_layers)
         )

@@ -137,10 +137,9 @@ class GraphRecommender(Recommender):
             sources = edge_index[0, incoming]
             attention = weights[:, incoming].mean(dim=(0, 2))
             contribution = None
-            if item is not None:
-                nodes = self.graph._propagate(self.graph.embedding.weight)
-                target = self.graph.all_items()[item]
-                contribution = attention * (nodes[sources] @ target)
+            if item is not None:  # a user's neighbours are items
+                items = self.graph.all_items()
+                contribution = attention * (items[sources - layout.item_offset] @ items[item])
             order = (contribution if contribution is not None else attention).argsort(descending=True)[:k]
         finally:
             self.train(was_training)
