@@ -39,10 +39,8 @@ class CandidateScoring:
 
     def items(self, ids: Tensor) -> Tensor:
         step = max(1, self.model.hparams.candidate_chunk // max(1, ids.shape[0]))
-        return torch.cat(
-            [self.model.score_candidates(self.history, ids[:, lo : lo + step]) for lo in range(0, ids.shape[1], step)],
-            dim=1,
-        )
+        scores = [self.model.score_candidates(self.history, ids[:, lo : lo + step]) for lo in range(0, ids.shape[1], step)]
+        return torch.cat(scores, dim=1) if scores else torch.zeros(ids.shape, device=ids.device)  # no candidates
 
     def chunk(self, lo: int, hi: int) -> Tensor:
         ids = torch.arange(lo, hi, device=self.history.device).expand(self.history.shape[0], -1)

@@ -144,3 +144,13 @@ def test_checkpoint_round_trip(tmp_path, batch: dict[str, torch.Tensor]) -> None
         loaded = cls.load_from_checkpoint(path, map_location="cpu", weights_only=True).eval()
         with torch.no_grad():
             assert torch.allclose(model.rank(batch).ranks, loaded.rank(batch).ranks)
+
+
+def test_target_aware_recommend_excludes_seen(batch: dict[str, torch.Tensor]) -> None:
+    """``recommend`` ranks the whole catalogue through the candidate scoring (no targets to find)."""
+    data = SyntheticDataModule(**DATA)
+    model = DIN(data.catalog, dim=16).eval()
+    items, scores = model.recommend(batch, k=5)
+    assert items.shape == scores.shape == (batch["history"].shape[0], 5)
+    assert not (items.unsqueeze(-1) == batch["seen"].unsqueeze(1)).any()
+    assert torch.all(scores[:, :-1] >= scores[:, 1:])
