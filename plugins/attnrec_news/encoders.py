@@ -184,6 +184,7 @@ class PLMNewsEncoder(NewsEncoder):
         self._hidden: Tensor | None = None  # fine-tuning: input of the first trained layer [N+1, T, hidden]
         self.texts_encoded = 0  # titles run through the frozen layers so far (the caches' effect)
         self.split = bool(finetune_layers) and cache_hidden and self._split_matches()
+        self.train(self.training)  # from_pretrained returns eval mode; trained layers need their dropout
 
     # ------------------------------------------------------------ transformer passes
     def _pool(self, hidden: Tensor, mask: Tensor) -> Tensor:

@@ -83,6 +83,7 @@ def test_plm_encoder_learns_and_encodes_each_title_once(news: MINDDataModule, po
     encoder = model.item_encoder
     assert isinstance(encoder, PLMNewsEncoder)
     assert not any(p.requires_grad for p in encoder.backbone.parameters())
+    assert not encoder.backbone.training  # frozen: no dropout, so cached vectors stay exact
     results = fit_and_test(model, news, epochs=2)  # 2 epochs of training, validation after each, a test
     assert encoder.texts_encoded == news.num_items + 1  # the frozen transformer ran once per title
     assert results["test/AUC"] > popularity["AUC"] + 0.08
@@ -94,7 +95,7 @@ def test_plm_finetuning_trains_only_the_top_layers_on_cached_inputs(news: MINDDa
     trainable = {name.split(".")[2] for name, p in encoder.backbone.named_parameters() if p.requires_grad}
     assert trainable == {"5"}  # encoder.layer.5 of MiniLM's six layers
     assert encoder.split  # MiniLM's top layer can run on cached inputs
-    encoder.train()
+    assert encoder.backbone.encoder.layer[5].training  # the trained layer keeps its dropout
     ids = torch.tensor([[1, 2, 2], [3, 1, 0]])
     for _ in range(2):  # two training steps
         vectors = encoder(ids)
