@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 
 from attnrec.data import DataFormatError, InteractionDataModule, Loaded, cache_root, fetch, read_table
+from attnrec.data.interactions import SplitName
+from attnrec.data.sequences import Sampling
 
 SIDE_FIELDS = ("category", "brand", "price")
 TAOBAO_COLUMNS = ("user", "item", "category", "behavior", "timestamp")
@@ -48,7 +50,7 @@ class EcommerceDataModule(InteractionDataModule):
         behaviors: list[str] | None = None,
         price_buckets: int = 10,
         k_core: int = 0,
-        split: str = "loo",
+        split: SplitName = "loo",
         val_ratio: float = 0.1,
         test_ratio: float = 0.1,
         max_len: int = 50,
@@ -56,9 +58,9 @@ class EcommerceDataModule(InteractionDataModule):
         batch_size: int = 128,
         eval_batch_size: int = 256,
         num_negatives: int = 0,
-        negative_sampling: str = "uniform",
+        negative_sampling: Sampling = "uniform",
         eval_negatives: int = 0,
-        eval_sampling: str = "uniform",
+        eval_sampling: Sampling = "uniform",
         num_workers: int = 0,
         seed: int = 0,
         table: datasets.Dataset | None = None,
@@ -168,7 +170,7 @@ class TaobaoDataModule(EcommerceDataModule):
         behaviors: list[str] | None = None,
         price_buckets: int = 10,
         k_core: int = 0,
-        split: str = "loo",
+        split: SplitName = "loo",
         val_ratio: float = 0.1,
         test_ratio: float = 0.1,
         max_len: int = 50,
@@ -176,9 +178,9 @@ class TaobaoDataModule(EcommerceDataModule):
         batch_size: int = 128,
         eval_batch_size: int = 256,
         num_negatives: int = 0,
-        negative_sampling: str = "uniform",
+        negative_sampling: Sampling = "uniform",
         eval_negatives: int = 0,
-        eval_sampling: str = "uniform",
+        eval_sampling: Sampling = "uniform",
         num_workers: int = 0,
         seed: int = 0,
     ) -> None:
