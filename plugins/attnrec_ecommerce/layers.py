@@ -76,11 +76,23 @@ class Dice(nn.Module):
         return p * x + (1 - p) * self.alpha * x
 
 
+class UnitPReLU(nn.Module):
+    """PReLU with one slope per unit of the *last* dimension (``nn.PReLU`` takes dimension 1 as
+    the channels, which is the candidate axis for ``[B, C, H]`` inputs)."""
+
+    def __init__(self, num_features: int, init: float = 0.25) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.full((num_features,), init))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.where(x >= 0, x, self.weight * x)
+
+
 def activation_layer(name: Activation, width: int) -> nn.Module:
     if name == "dice":
         return Dice(width)
     if name == "prelu":
-        return nn.PReLU(width)
+        return UnitPReLU(width)
     if name == "relu":
         return nn.ReLU()
     if name == "leaky_relu":
