@@ -54,6 +54,7 @@ class InteractionDataModule(RecDataModule):
         negative_sampling: Sampling = "uniform",
         eval_negatives: int = 0,
         eval_sampling: Sampling = "uniform",
+        eval_mask_seen: bool = True,
         num_workers: int = 0,
         seed: int = 0,
         table: datasets.Dataset | None = None,
@@ -73,6 +74,7 @@ class InteractionDataModule(RecDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_negatives, self.negative_sampling = num_negatives, negative_sampling
         self.eval_negatives, self.eval_sampling = eval_negatives, eval_sampling
+        self.eval_mask_seen = eval_mask_seen
         self.num_workers = num_workers
         self.seed = seed
         self._prepared = False
@@ -183,7 +185,8 @@ class InteractionDataModule(RecDataModule):
         if self.eval_negatives:
             candidates = f"sampled ({self.eval_negatives} {self.eval_sampling} negatives, seen excluded)"
         else:
-            candidates = f"full ({self.num_items} items, seen masked)"
+            seen = "seen masked" if self.eval_mask_seen else "seen NOT masked, as RecBole's sequential full sort"
+            candidates = f"full ({self.num_items} items, {seen})"
         return {
             "data": self.name,
             "split": split_desc,
@@ -240,7 +243,8 @@ class InteractionDataModule(RecDataModule):
         sampler = self._sampler(self.eval_sampling) if self.eval_negatives else None
         seed = self.seed * 2 + (stage == "test")
         return EvalLists(
-            np.asarray(users, dtype=np.int64), histories, wanted, self.max_len, self.eval_negatives, sampler, seed
+            np.asarray(users, dtype=np.int64), histories, wanted, self.max_len, self.eval_negatives, sampler, seed,
+            mask_seen=self.eval_mask_seen,
         )
 
     def _eval_loader(self, dataset: torch.utils.data.Dataset) -> DataLoader:

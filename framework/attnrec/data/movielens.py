@@ -119,6 +119,7 @@ class MovieLensDataModule(InteractionDataModule):
         negative_sampling: Sampling = "uniform",
         eval_negatives: int = 0,
         eval_sampling: Sampling = "uniform",
+        eval_mask_seen: bool = True,
         num_workers: int = 0,
         seed: int = 0,
     ) -> None:
@@ -128,7 +129,7 @@ class MovieLensDataModule(InteractionDataModule):
             k_core=k_core, split=split, val_ratio=val_ratio, test_ratio=test_ratio, max_len=max_len,
             window_stride=window_stride, batch_size=batch_size, eval_batch_size=eval_batch_size,
             num_negatives=num_negatives, negative_sampling=negative_sampling, eval_negatives=eval_negatives,
-            eval_sampling=eval_sampling, num_workers=num_workers, seed=seed,
+            eval_sampling=eval_sampling, eval_mask_seen=eval_mask_seen, num_workers=num_workers, seed=seed,
         )  # fmt: skip
         self.save_hyperparameters()
         self.variant, self.root, self.source, self.min_rating = variant, root, path, min_rating

@@ -96,7 +96,8 @@ class EvalLists(Dataset):
     """One ranking list per user: recent ``history`` as input, ``targets`` to find, ``seen`` to mask.
 
     With ``negatives > 0`` the list is the targets plus that many sampled unseen items
-    (``candidates`` + ``labels``), drawn with a per-list seed.
+    (``candidates`` + ``labels``), drawn with a per-list seed. ``mask_seen=False`` leaves seen
+    items in the full ranking (RecBole's protocol for sequential models).
     """
 
     def __init__(
@@ -108,8 +109,10 @@ class EvalLists(Dataset):
         negatives: int = 0,
         sampler: NegativeSampler | None = None,
         seed: int = 0,
+        mask_seen: bool = True,
     ) -> None:
         self.users, self.histories, self.targets = users, histories, targets
+        self.mask_seen = mask_seen
         self.max_len = max_len
         self.negatives = negatives
         self.sampler = sampler
@@ -124,8 +127,9 @@ class EvalLists(Dataset):
             "user": int(self.users[i]),
             "history": history[-self.max_len :],
             "targets": targets,
-            "seen": history,
         }
+        if self.mask_seen:
+            example["seen"] = history
         if self.negatives:
             assert self.sampler is not None
             rng = np.random.default_rng([self.seed, i])

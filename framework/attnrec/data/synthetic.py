@@ -105,6 +105,7 @@ class SyntheticDataModule(InteractionDataModule):
         negative_sampling: str = "uniform",
         eval_negatives: int = 0,
         eval_sampling: str = "uniform",
+        eval_mask_seen: bool = True,
         window_stride: int = 0,
         num_workers: int = 0,
         seed: int = 0,
@@ -112,7 +113,8 @@ class SyntheticDataModule(InteractionDataModule):
         super().__init__(
             split=split, max_len=max_len, batch_size=batch_size, eval_batch_size=eval_batch_size,
             num_negatives=num_negatives, negative_sampling=negative_sampling, eval_negatives=eval_negatives,
-            eval_sampling=eval_sampling, window_stride=window_stride, num_workers=num_workers, seed=seed,
+            eval_sampling=eval_sampling, eval_mask_seen=eval_mask_seen, window_stride=window_stride,
+            num_workers=num_workers, seed=seed,
         )  # fmt: skip
         self.save_hyperparameters()
         self.generator_args = dict(
