@@ -45,7 +45,10 @@ def test_user_encoder_conforms(cls: type) -> None:
     extra = set(cls.required_keys) - STANDARD_KEYS
     if extra:  # target-aware encoders: their plugin's tests build batches with these keys
         pytest.skip(f"{cls.__name__} declares batch keys {sorted(extra)} beyond the standard ones")
-    check_user_encoder(cls)
+    item_encoder = None
+    if cls.item_encoders:  # pair it with the first item encoder it declares
+        item_encoder = REGISTRY.get("encoders", cls.item_encoders[0])(tiny_catalog(), 16)
+    check_user_encoder(cls, item_encoder=item_encoder)
 
 
 @pytest.mark.parametrize("cls", _components("encoders", "ItemEncoder"))

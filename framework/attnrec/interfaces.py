@@ -193,6 +193,9 @@ class UserEncoder(nn.Module, ABC):
     all_positions: ClassVar[bool] = False
     required_keys: ClassVar[tuple[str, ...]] = ("history",)
     """Batch keys the encoder reads; target-aware encoders (DIN, BST) also need the candidates."""
+    item_encoders: ClassVar[tuple[str, ...]] = ()
+    """Names of the item encoders it works with, when it reads more than item vectors from
+    them (graph user encoders read propagated user vectors); empty means any."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()

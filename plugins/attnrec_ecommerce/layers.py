@@ -153,6 +153,8 @@ class TargetInterestEncoder(UserEncoder):
     an MLP over ``[h, q, h - q, h * q]`` with unnormalised weights, as in the paper).
     """
 
+    required_keys = ("history", "query")
+
     def __init__(self, dim: int, attention: AttentionFactory = TargetAttention) -> None:
         super().__init__(dim)
         self.attention = attention(dim)
@@ -195,6 +197,8 @@ class BehaviorSequenceEncoder(UserEncoder):
     feature is the distance from the candidate (0 for the candidate, 1 for the latest
     behaviour ...), standing in for the paper's bucketed time gap when batches carry no times.
     """
+
+    required_keys = ("history", "query")
 
     def __init__(
         self,
