@@ -34,12 +34,17 @@ REFERENCE = {"NDCG@10": 0.0636, "HR@10": 0.1326, "MRR@10": 0.0429, "seconds/epoc
 BUDGETS = {"sasrec": 300, "din": 180, "bst": 180}
 
 
+# RecBole 1.2.1's SASRec defaults beyond the issue's protocol: dropout 0.5 on hidden states and
+# attention weights and a 256-wide feed-forward (lr 2e-3 instead of its 1e-3: a 5-minute budget).
+SASREC = dict(dim=64, num_layers=2, num_heads=2, max_len=50, dropout=0.5, attention_dropout=0.5, ffn_dim=256, loss="ce")
+
+
 def build(name: str, catalog: Any) -> Any:
     from attnrec_ecommerce import BST, DIN, SASRec
 
     common = dict(lr=2e-3, metrics=("HR", "NDCG", "MRR", "AUC"), ks=(10, 20))
     if name == "sasrec":
-        return SASRec(catalog, dim=64, num_layers=2, num_heads=2, max_len=50, dropout=0.2, loss="ce", **common)
+        return SASRec(catalog, **SASREC, **common)
     if name == "din":
         return DIN(catalog, dim=32, train_positions=8, **common)
     if name == "bst":
@@ -94,6 +99,8 @@ def run_one(name: str, budget: int, threads: int, data_path: str, root: str) -> 
     train_wall = time.perf_counter() - start
     protocols = {"sampled": data} if sampled_only else {
         "full": data,
+        # RecBole's FullSortEvalDataLoader masks no history for sequential models: the parity row
+        "full_unmasked": MovieLensDataModule(path=data_path, max_len=50, eval_mask_seen=False),
         "sampled": MovieLensDataModule(path=data_path, max_len=50, eval_negatives=100),
     }  # fmt: skip
     results: dict[str, Any] = {
@@ -135,7 +142,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     for row in rows:
         selected = "sampled-100 val" if "full" not in row else "full val"
         still = ", still improving" if row["best_epoch"] + 1 == row["epochs"] else ""
-        for protocol in ("full", "sampled"):
+        for protocol in ("full", "full_unmasked", "sampled"):
             if protocol not in row:
                 continue
             r = row[protocol]
@@ -161,9 +168,19 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         "",
         "- Training is time-boxed (`max_time`); s/epoch counts training only, train wall s includes the",
         "  per-epoch validation. The test figure is that of the epoch with the best validation NDCG@10.",
-        "- Full ranking masks the user's already-seen items and ranks ties pessimistically. Whether",
-        "  RecBole 1.2.1 masks a sequential model's history items in its full sort was not checked here;",
-        "  if it does not, part of the gap to the reference comes from that, not from the model.",
+        "- `full` masks the user's already-seen items; `full_unmasked` leaves them rankable, which is",
+        "  RecBole 1.2.1's protocol for sequential models (its `FullSortEvalDataLoader` builds the history",
+        "  mask only when the model type is not sequential), so `full_unmasked` is the row to compare with",
+        "  the reference. Ties rank pessimistically in both.",
+        "- SASRec against the reference, same protocol (`full_unmasked`): test NDCG@10 0.0601 after 240 s",
+        "  (1 thread) vs RecBole's 0.0636 after ~50 minutes — 5 % short, a gap smaller than the test set's",
+        "  sampling noise (a 943-user NDCG@10 mean has a standard error of about 0.006), so the target",
+        "  (>= 0.0636 within 5 minutes) is not demonstrated. SASRec here uses RecBole's dropout 0.5 on",
+        "  hidden states and attention and its 256-wide feed-forward, lr 2e-3. An epoch costs 5 s instead",
+        "  of ~150 s because all-position training over non-overlapping 50-item windows sees each",
+        "  next-item example once, where RecBole feeds every prefix as its own sequence. What would close",
+        "  the gap: a longer budget (validation NDCG was still rising slowly) or seed averaging.",
+        "  With seen items masked (`full`) the same checkpoint scores 0.0984.",
         "- Sampled-protocol figures (target + 100 uniform unseen items) are not comparable with full",
         "  ranking. DIN and BST are only evaluated that way: they run a network per (user, item) pair, and",
         "  one full-ranking pass over ML-100K's 943 x 1682 pairs costs about 2 TFLOP for DIN (activation",
