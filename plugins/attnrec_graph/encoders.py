@@ -38,6 +38,8 @@ class GraphEncoder(ItemEncoder):
     Subclasses implement :meth:`_propagate` (final node vectors) and :meth:`edge_attention`.
     """
 
+    required_features: tuple[str, ...] = ("train_edges",)
+
     def __init__(self, catalog: ItemCatalog, dim: int, num_layers: int = 3, init_std: float = 0.1) -> None:
         super().__init__(catalog, dim)
         edge_index, layout = self._graph(catalog)
@@ -188,6 +190,8 @@ class KGAttentionEncoder(GraphEncoder):
     data, or KGAT's ``bi-interaction``); final vectors the mean of
     the layer outputs."""
 
+    required_features = ("train_edges", "kg_entity", "kg_relation")
+
     def __init__(
         self,
         catalog: ItemCatalog,
@@ -236,6 +240,7 @@ class GraphUserEncoder(UserEncoder):
     target of a training window is a positive."""
 
     all_positions = True
+    item_encoders = ("GraphAttentionEncoder", "LightGCNEncoder", "KGAttentionEncoder")
 
     def __init__(self, dim: int) -> None:
         super().__init__(dim)
