@@ -1,7 +1,7 @@
 """Interaction tables, id maps, splits, samplers, the data modules and public data-set loaders."""
 
 from .amazon import AmazonReviewsDataModule
-from .datamodule import InteractionDataModule, Loaded
+from .datamodule import InteractionDataModule, Loaded, SequenceDataModule
 from .download import ChecksumError, DownloadError, cache_root, fetch
 from .interactions import IdMap, Split, k_core, split
 from .movielens import MovieLensDataModule
@@ -11,6 +11,7 @@ from .tables import DataFormatError, read_table
 
 __all__ = [
     "AmazonReviewsDataModule", "ChecksumError", "Collate", "DataFormatError", "DownloadError", "EvalLists", "IdMap",
-    "InteractionDataModule", "Loaded", "MovieLensDataModule", "NegativeSampler", "Split", "SyntheticDataModule",
+    "InteractionDataModule", "Loaded", "MovieLensDataModule", "NegativeSampler", "SequenceDataModule", "Split",
+    "SyntheticDataModule",
     "TrainWindows", "cache_root", "fetch", "generate", "k_core", "read_table", "split",
 ]  # fmt: skip

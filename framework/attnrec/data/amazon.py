@@ -34,10 +34,8 @@ from typing import IO, Any, Iterator, Literal
 import datasets
 import pandas as pd
 
-from .datamodule import InteractionDataModule, Loaded
+from .datamodule import Loaded, SequenceDataModule
 from .download import cache_root, fetch
-from .interactions import SplitName
-from .sequences import Sampling
 from .tables import DataFormatError, parse_delimited, read_table
 
 Version = Literal["2014", "2018", "2023"]
@@ -62,7 +60,7 @@ _OLD = ("reviewerID", "asin", "overall", "unixReviewTime", 1.0)
 _NEW = ("user_id", "parent_asin", "rating", "timestamp", 1e-3)
 
 
-class AmazonReviewsDataModule(InteractionDataModule):
+class AmazonReviewsDataModule(SequenceDataModule):
     """Amazon reviews of one category: every review (or rating) is an interaction.
 
     With no ``path`` the ``version``'s file for ``category`` (the publisher's spelling, e.g.
@@ -74,6 +72,8 @@ class AmazonReviewsDataModule(InteractionDataModule):
     ``min_rating`` keeps only ratings at or above it (implicit-feedback reading). Reviews
     repeated verbatim (same user, item and time, present in the 2014/2018 files) count once;
     the protocol's filtering field says how many were dropped.
+
+    Split, window, sampling and loader arguments are :class:`SequenceDataModule`'s.
     """
 
     def __init__(
@@ -86,20 +86,7 @@ class AmazonReviewsDataModule(InteractionDataModule):
         metadata_path: str | None = None,
         metadata: bool = True,
         min_rating: float | None = None,
-        k_core: int = 0,
-        split: SplitName = "loo",
-        val_ratio: float = 0.1,
-        test_ratio: float = 0.1,
-        max_len: int = 50,
-        window_stride: int = 0,
-        batch_size: int = 128,
-        eval_batch_size: int = 256,
-        num_negatives: int = 0,
-        negative_sampling: Sampling = "uniform",
-        eval_negatives: int = 0,
-        eval_sampling: Sampling = "uniform",
-        num_workers: int = 0,
-        seed: int = 0,
+        **kwargs: Any,
     ) -> None:
         if path is None:
             if category is None:
@@ -107,12 +94,7 @@ class AmazonReviewsDataModule(InteractionDataModule):
             if (version, kind) not in URLS:
                 known = ", ".join(f"version={v!r} kind={k!r}" for v, k in URLS)
                 raise ValueError(f"no Amazon {kind} file is published for version {version!r}; available: {known}")
-        super().__init__(
-            k_core=k_core, split=split, val_ratio=val_ratio, test_ratio=test_ratio, max_len=max_len,
-            window_stride=window_stride, batch_size=batch_size, eval_batch_size=eval_batch_size,
-            num_negatives=num_negatives, negative_sampling=negative_sampling, eval_negatives=eval_negatives,
-            eval_sampling=eval_sampling, num_workers=num_workers, seed=seed,
-        )  # fmt: skip
+        super().__init__(**kwargs)
         self.save_hyperparameters()
         self.category, self.version, self.kind = category, version, kind
         self.root, self.source, self.metadata_path = root, path, metadata_path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from abc import abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,8 +28,10 @@ class Loaded:
     filtering: str = "none"
 
 
-class InteractionDataModule(RecDataModule):
-    """Interactions from a local file (CSV/TSV/Parquet/JSON Lines) or an in-memory ``Dataset``.
+class SequenceDataModule(RecDataModule):
+    """What every interaction data set shares: id maps, k-core filtering, the split, training
+    windows, samplers and loaders. Subclasses read their source in :meth:`load` and forward
+    these arguments with ``**kwargs`` (jsonargparse resolves them for the CLI).
 
     Ids are mapped to ``1..N`` in sorted raw-id order; ``k_core`` filters iteratively; ``split``
     is ``loo`` (leave-one-out by time), ``temporal`` (global time cut-offs) or ``ratio`` (random
@@ -38,10 +41,6 @@ class InteractionDataModule(RecDataModule):
 
     def __init__(
         self,
-        path: str | None = None,
-        columns: dict[str, str] | None = None,
-        sep: str | None = None,
-        items_path: str | None = None,
         k_core: int = 0,
         split: SplitName = "loo",
         val_ratio: float = 0.1,
@@ -57,15 +56,11 @@ class InteractionDataModule(RecDataModule):
         eval_mask_seen: bool = True,
         num_workers: int = 0,
         seed: int = 0,
-        table: datasets.Dataset | None = None,
     ) -> None:
         super().__init__()
+        # Lightning collects the arguments of every __init__ on the stack: a subclass's
+        # in-memory table must not become a hyper-parameter.
         self.save_hyperparameters(ignore=["table"])
-        self.path = path
-        self.columns = columns
-        self.sep = sep
-        self.items_path = items_path
-        self.table = table
         self.k_core = k_core
         self.split_name = split
         self.val_ratio, self.test_ratio = val_ratio, test_ratio
@@ -79,15 +74,9 @@ class InteractionDataModule(RecDataModule):
         self.seed = seed
         self._prepared = False
 
-    # ----------------------------------------------------------------- loading
+    @abstractmethod
     def load(self) -> Loaded:
-        """Read the raw tables. Loaders for named data sets override this (and download in it)."""
-        if self.table is not None:
-            return Loaded(read_table(self.table, self.columns))
-        if self.path is None:
-            raise ValueError(f"{type(self).__name__}: give path= (an interactions file) or table= (a Dataset)")
-        items = read_table(self.items_path, required=("item",), extra=True) if self.items_path else None
-        return Loaded(read_table(self.path, self.columns, sep=self.sep), items)
+        """Read the raw tables (loaders for named data sets download here)."""
 
     def _prepare(self) -> None:
         if self._prepared:
@@ -197,7 +186,7 @@ class InteractionDataModule(RecDataModule):
 
     @property
     def name(self) -> str:
-        return os.path.basename(self.path) if self.path else type(self).__name__
+        return type(self).__name__
 
     def user_history(self, user: Any) -> torch.Tensor:
         self._prepare()
@@ -284,3 +273,37 @@ def _codes(values: Any) -> tuple[np.ndarray, np.ndarray]:
     """Integer codes ``0..V-1`` of a column's values (sorted), and the values."""
     uniques, codes = np.unique(np.asarray(values).astype(str), return_inverse=True)
     return codes, uniques
+
+
+class InteractionDataModule(SequenceDataModule):
+    """Interactions from a local file (CSV/TSV/Parquet/JSON Lines) or an in-memory ``Dataset``,
+    with an optional item table (``item`` plus ``title`` and feature columns)."""
+
+    def __init__(
+        self,
+        path: str | None = None,
+        columns: dict[str, str] | None = None,
+        sep: str | None = None,
+        items_path: str | None = None,
+        table: datasets.Dataset | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.save_hyperparameters(ignore=["table"])
+        self.path = path
+        self.columns = columns
+        self.sep = sep
+        self.items_path = items_path
+        self.table = table
+
+    def load(self) -> Loaded:
+        if self.table is not None:
+            return Loaded(read_table(self.table, self.columns))
+        if self.path is None:
+            raise ValueError(f"{type(self).__name__}: give path= (an interactions file) or table= (a Dataset)")
+        items = read_table(self.items_path, required=("item",), extra=True) if self.items_path else None
+        return Loaded(read_table(self.path, self.columns, sep=self.sep), items)
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(self.path) if self.path else type(self).__name__

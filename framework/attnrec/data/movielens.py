@@ -11,16 +11,14 @@ import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import datasets
 import numpy as np
 import pandas as pd
 
-from .datamodule import InteractionDataModule, Loaded
+from .datamodule import Loaded, SequenceDataModule
 from .download import cache_root, fetch
-from .interactions import SplitName
-from .sequences import Sampling
 from .tables import DataFormatError, parse_delimited, read_table
 
 Variant = Literal["100k", "1m"]
@@ -89,7 +87,7 @@ class _Files:
             return archive.read(member)
 
 
-class MovieLensDataModule(InteractionDataModule):
+class MovieLensDataModule(SequenceDataModule):
     """MovieLens ratings as time-ordered interactions, with titles and a ``category`` feature
     (the first listed genre) in the catalog.
 
@@ -99,6 +97,8 @@ class MovieLensDataModule(InteractionDataModule):
     explicit 1-5 star ratings; every rating counts as an interaction unless ``min_rating`` is set,
     which keeps only ratings at or above it (``min_rating=4`` is the usual implicit-feedback
     reading "liked"); the protocol's filtering field records it.
+
+    Split, window, sampling and loader arguments are :class:`SequenceDataModule`'s.
     """
 
     def __init__(
@@ -107,30 +107,11 @@ class MovieLensDataModule(InteractionDataModule):
         root: str | None = None,
         path: str | None = None,
         min_rating: float | None = None,
-        k_core: int = 0,
-        split: SplitName = "loo",
-        val_ratio: float = 0.1,
-        test_ratio: float = 0.1,
-        max_len: int = 50,
-        window_stride: int = 0,
-        batch_size: int = 128,
-        eval_batch_size: int = 256,
-        num_negatives: int = 0,
-        negative_sampling: Sampling = "uniform",
-        eval_negatives: int = 0,
-        eval_sampling: Sampling = "uniform",
-        eval_mask_seen: bool = True,
-        num_workers: int = 0,
-        seed: int = 0,
+        **kwargs: Any,
     ) -> None:
         if variant not in RELEASES:
             raise ValueError(f"unknown MovieLens variant {variant!r}; choose one of {sorted(RELEASES)}")
-        super().__init__(
-            k_core=k_core, split=split, val_ratio=val_ratio, test_ratio=test_ratio, max_len=max_len,
-            window_stride=window_stride, batch_size=batch_size, eval_batch_size=eval_batch_size,
-            num_negatives=num_negatives, negative_sampling=negative_sampling, eval_negatives=eval_negatives,
-            eval_sampling=eval_sampling, eval_mask_seen=eval_mask_seen, num_workers=num_workers, seed=seed,
-        )  # fmt: skip
+        super().__init__(**kwargs)
         self.save_hyperparameters()
         self.variant, self.root, self.source, self.min_rating = variant, root, path, min_rating
 

@@ -17,10 +17,12 @@ masked is well defined.
 
 from __future__ import annotations
 
+from typing import Any
+
 import datasets
 import numpy as np
 
-from .datamodule import InteractionDataModule, Loaded
+from .datamodule import Loaded, SequenceDataModule
 
 CATEGORIES = [
     "Books", "Garden", "Kitchen", "Toys", "Sports", "Music", "Beauty", "Outdoors",
@@ -87,8 +89,11 @@ def generate(
     return interactions, catalogue
 
 
-class SyntheticDataModule(InteractionDataModule):
-    """The default data: :func:`generate`'s planted-structure shop log (see the module docstring)."""
+class SyntheticDataModule(SequenceDataModule):
+    """The default data: :func:`generate`'s planted-structure shop log (see the module docstring).
+
+    Split, window, sampling and loader arguments are :class:`SequenceDataModule`'s.
+    """
 
     def __init__(
         self,
@@ -97,25 +102,9 @@ class SyntheticDataModule(InteractionDataModule):
         num_categories: int = 16,
         p_transition: float = 0.5,
         generator_seed: int = 0,
-        split: str = "loo",
-        max_len: int = 50,
-        batch_size: int = 128,
-        eval_batch_size: int = 256,
-        num_negatives: int = 0,
-        negative_sampling: str = "uniform",
-        eval_negatives: int = 0,
-        eval_sampling: str = "uniform",
-        eval_mask_seen: bool = True,
-        window_stride: int = 0,
-        num_workers: int = 0,
-        seed: int = 0,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            split=split, max_len=max_len, batch_size=batch_size, eval_batch_size=eval_batch_size,
-            num_negatives=num_negatives, negative_sampling=negative_sampling, eval_negatives=eval_negatives,
-            eval_sampling=eval_sampling, eval_mask_seen=eval_mask_seen, window_stride=window_stride,
-            num_workers=num_workers, seed=seed,
-        )  # fmt: skip
+        super().__init__(**kwargs)
         self.save_hyperparameters()
         self.generator_args = dict(
             num_users=num_users, num_items=num_items, num_categories=num_categories,
