@@ -24,6 +24,7 @@ def _measure(num_items: int, mode: str, chunk: int) -> dict:
     import torch
 
     from attnrec.evaluation import VectorScoring, rank_full
+    from attnrec.scorers import DotScorer
 
     torch.manual_seed(0)
     torch.set_num_threads(2)
@@ -34,8 +35,7 @@ def _measure(num_items: int, mode: str, chunk: int) -> dict:
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
     if mode == "chunked":
-        ranking = rank_full(VectorScoring(users, items, lambda u, i: u @ i.T if i.dim() == 2 else (u.unsqueeze(-2) * i).sum(-1)),
-                            num_items + 1, targets, seen, K, chunk_size=chunk)
+        ranking = rank_full(VectorScoring(users, items, DotScorer()), num_items + 1, targets, seen, K, chunk_size=chunk)
         top = ranking.topk
     else:
         scores = users @ items.T

@@ -15,6 +15,7 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from .interfaces import RankingMetric
+from .scorers import DotScorer
 
 
 class Ranking(NamedTuple):
@@ -243,7 +244,7 @@ def evaluate_popularity(
     loader = datamodule.val_dataloader() if stage == "val" else datamodule.test_dataloader()
     for batch in loader:
         users = torch.ones(batch["history"].shape[0], 1, dtype=torch.float64)
-        scoring = VectorScoring(users, popularity, lambda u, i: (u.unsqueeze(-2) * i).sum(-1) if i.dim() == 3 else u @ i.T)
+        scoring = VectorScoring(users, popularity, DotScorer())
         if "candidates" in batch:
             ranking = rank_candidates(scoring.items(batch["candidates"]), batch["candidates"], batch["labels"], max(ks))
         else:
