@@ -7,6 +7,7 @@ from .interfaces import (
     Batch,
     ItemCatalog,
     ItemEncoder,
+    Loss,
     RankingMetric,
     RecDataModule,
     Scorer,
@@ -19,7 +20,7 @@ from .plugins import get_component, get_registry, load_plugins
 __version__ = "0.1.0"
 
 __all__ = [
-    "Attention", "AttentionOutput", "Batch", "ItemCatalog", "ItemEncoder", "RankingMetric", "RecDataModule",
+    "Attention", "AttentionOutput", "Batch", "ItemCatalog", "ItemEncoder", "Loss", "RankingMetric", "RecDataModule",
     "Recommender", "Scorer", "UserEncoder", "UserEncoding", "get_component", "get_registry", "hookimpl",
     "load_plugins", "__version__",
 ]  # fmt: skip

@@ -38,10 +38,19 @@ def register_scorers(register: Register) -> None:
 
 
 @hookimpl
+def register_losses(register: Register) -> None:
+    from .losses import BUILTIN_LOSSES
+
+    for cls in BUILTIN_LOSSES:
+        register(cls)
+
+
+@hookimpl
 def register_recommenders(register: Register) -> None:
-    from .model import Recommender
+    from .model import PopularityRecommender, Recommender
 
     register(Recommender)
+    register(PopularityRecommender)
 
 
 @hookimpl

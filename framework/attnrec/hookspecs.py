@@ -41,6 +41,11 @@ def register_scorers(register: Register) -> None:
 
 
 @hookspec
+def register_losses(register: Register) -> None:
+    """Register training objectives: :class:`~attnrec.interfaces.Loss` subclasses."""
+
+
+@hookspec
 def register_recommenders(register: Register) -> None:
     """Register ready-made compositions: :class:`~attnrec.model.Recommender` subclasses."""
 

@@ -8,7 +8,7 @@ histories are left-padded ``[B, L]``; attention masks are boolean, broadcastable
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, Literal, NamedTuple, Sequence
 
 import lightning as L
 import torch
@@ -115,9 +115,24 @@ class RecDataModule(L.LightningDataModule, ABC):
     def protocol(self) -> dict[str, str]:
         """The evaluation protocol tuple (split, candidates, max_len, filtering ...), printed with results."""
 
+    max_len: int | None = None
+    """The longest history a batch carries (None: no limit). The CLI links it into the model's
+    ``max_len``, so it is set once, on the data."""
+
     @abstractmethod
     def user_history(self, user: Any) -> Tensor:
         """Internal item ids a raw user id interacted with, oldest first (for ``recommend``)."""
+
+    def user_batch(self, users: Sequence[Any]) -> Batch:
+        """A batch that asks for next-item recommendations for raw user ids: ``history [B, L]``
+        (left-padded, the latest ``max_len`` items), ``seen [B, S]`` (everything to exclude)
+        and ``user [B]`` (internal ids, for models with per-user parameters). An unknown user
+        raises ``KeyError`` naming the data set. ``recommend`` and serving build batches only
+        through this."""
+        raise NotImplementedError(
+            f"{type(self).__name__} does not implement user_batch(users); implement it (see "
+            "SequenceDataModule.user_batch) to serve recommendations from this data module"
+        )
 
 
 # ---------------------------------------------------------------------- attention
@@ -126,11 +141,40 @@ class AttentionOutput(NamedTuple):
     weights: Tensor | None  # [B, H, Lq, Lk]
 
 
+def attendable_rows(mask: Tensor | None, shape: Sequence[int]) -> tuple[Tensor | None, Tensor | None]:
+    """The mask expanded to ``shape`` with fully masked query rows opened up (so a fused kernel
+    never sees one and returns NaN), and a ``[B, H, Lq, 1]`` flag of the rows that have
+    something to attend to; ``(None, None)`` without a mask. Branch-free, so ``torch.compile``
+    and ``torch.export`` trace it: callers multiply their outputs by the flag."""
+    if mask is None:
+        return None, None
+    mask = mask.to(torch.bool).expand(*shape)
+    some = mask.any(dim=-1, keepdim=True)
+    return mask | ~some, some
+
+
+def masked_softmax(logits: Tensor, mask: Tensor | None) -> Tensor:
+    """Softmax over the last dimension where ``mask`` is True; rows with nothing to attend to
+    get zero weights (never NaN)."""
+    opened, some = attendable_rows(mask, logits.shape)
+    if opened is None:
+        return logits.softmax(dim=-1)
+    weights = logits.masked_fill(~opened, float("-inf")).softmax(dim=-1)
+    return weights * some
+
+
 class Attention(nn.Module, ABC):
     """Attention of queries over keys/values. Constructed as ``cls(dim, ...)``.
 
-    Implementations must never leave a query row with nothing to attend to (fully masked rows
-    give NaN in fused kernels): such a row returns zeros and zero weights.
+    The base owns the contract: a subclass computes raw ``logits(query, key) -> [B, H, Lq, Lk]``
+    and the base masks (boolean, broadcastable to ``[B, H, Lq, Lk]``, True = may attend),
+    normalises (:meth:`normalize`, a masked softmax by default), applies the values
+    (:meth:`values` per head, then :meth:`output` back to ``[B, Lq, D]``) and zeroes every query
+    row with nothing to attend to: zeros out, zero weights, never NaN. None of it branches on
+    data, so encoders built on it trace with ``torch.compile`` and export with
+    ``torch.export``. Subclasses with a fused kernel (``MultiHeadAttention`` on
+    ``F.scaled_dot_product_attention``) may override :meth:`forward` and must keep the contract;
+    :func:`attnrec.testing.check_attention` checks it.
     """
 
     def __init__(self, dim: int) -> None:
@@ -138,6 +182,21 @@ class Attention(nn.Module, ABC):
         self.dim = dim
 
     @abstractmethod
+    def logits(self, query: Tensor, key: Tensor) -> Tensor:
+        """Raw attention scores ``[B, H, Lq, Lk]`` of ``query [B, Lq, D]`` over ``key [B, Lk, D]``."""
+
+    def normalize(self, logits: Tensor, mask: Tensor | None) -> Tensor:
+        """Attention weights from logits; masked keys and empty rows must get weight 0."""
+        return masked_softmax(logits, mask)
+
+    def values(self, value: Tensor) -> Tensor:
+        """``[B, Lk, D]`` -> per-head values ``[B, H, Lk, Dh]`` (default: shared by all heads)."""
+        return value.unsqueeze(1)
+
+    def output(self, attended: Tensor) -> Tensor:
+        """Per-head results ``[B, H, Lq, Dh]`` -> ``[B, Lq, D]`` (default: the mean over heads)."""
+        return attended.mean(dim=1)
+
     def forward(
         self,
         query: Tensor,
@@ -145,7 +204,12 @@ class Attention(nn.Module, ABC):
         value: Tensor,
         mask: Tensor | None = None,
         need_weights: bool = False,
-    ) -> AttentionOutput: ...
+    ) -> AttentionOutput:
+        weights = self.normalize(self.logits(query, key), mask)
+        out = self.output(weights @ self.values(value))
+        if mask is not None:  # a row no head may attend from is zero, whatever output() adds
+            out = out * mask.to(torch.bool).expand(weights.shape).any(dim=-1).any(dim=1).unsqueeze(-1)
+        return AttentionOutput(out, weights if need_weights else None)
 
 
 # ----------------------------------------------------------------------- encoders
@@ -221,6 +285,34 @@ class Scorer(nn.Module, ABC):
 
     @abstractmethod
     def forward(self, users: Tensor, items: Tensor) -> Tensor: ...
+
+
+# ------------------------------------------------------------------------- losses
+class Loss(nn.Module, ABC):
+    """A training objective over candidate logits. Constructed as ``cls()`` (every argument has
+    a default), chosen by class name (``--model.loss=SampledSoftmaxLoss``).
+
+    ``forward(logits [M, C], positive [M], mask [M, C] | None) -> [M]``: one loss per example,
+    where ``positive`` is the column of the positive candidate and ``mask`` (True = a valid
+    candidate) removes padding, excluded items and accidental hits of the positive. The model
+    does the reduction (a weighted mean when the batch carries per-example weights) and adds
+    regularisation.
+
+    ``candidates`` says which logits the loss wants: ``"catalog"`` (every item, column = item id,
+    the positive's column is its id) or ``"sampled"`` (the positive in column 0, then the
+    batch's sampled ``negatives``; needs a data module with ``num_negatives >= 1``). With
+    ``log_q_correction`` the model subtracts the sampler's log-probabilities from sampled
+    logits before the loss sees them (sampled softmax's logQ correction).
+    """
+
+    candidates: ClassVar[Literal["catalog", "sampled"]] = "catalog"
+    log_q_correction: ClassVar[bool] = False
+
+    def bind(self, num_items: int) -> None:
+        """Called by the model with the catalogue size before training (gBCE calibrates on it)."""
+
+    @abstractmethod
+    def forward(self, logits: Tensor, positive: Tensor, mask: Tensor | None = None) -> Tensor: ...
 
 
 # ------------------------------------------------------------------------ metrics

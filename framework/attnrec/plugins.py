@@ -69,7 +69,7 @@ class PluginFailure:
 
 def _interfaces() -> dict[str, tuple[type, ...]]:
     # Imported lazily: interfaces import lightning, and the registry must not import the model.
-    from .interfaces import Attention, ItemEncoder, RankingMetric, RecDataModule, Scorer, UserEncoder
+    from .interfaces import Attention, ItemEncoder, Loss, RankingMetric, RecDataModule, Scorer, UserEncoder
     from .model import Recommender
 
     return {
@@ -77,12 +77,13 @@ def _interfaces() -> dict[str, tuple[type, ...]]:
         "encoders": (ItemEncoder, UserEncoder),
         "attentions": (Attention,),
         "scorers": (Scorer,),
+        "losses": (Loss,),
         "recommenders": (Recommender,),
         "metrics": (RankingMetric,),
     }
 
 
-KINDS = ("data", "encoders", "attentions", "scorers", "recommenders", "metrics")
+KINDS = ("data", "encoders", "attentions", "scorers", "losses", "recommenders", "metrics")
 
 
 class Registry:

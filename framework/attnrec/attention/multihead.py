@@ -1,34 +1,16 @@
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..interfaces import Attention, AttentionOutput
-
-
-def attendable(mask: Tensor | None, shape: tuple[int, int, int, int]) -> tuple[Tensor | None, Tensor | None]:
-    """Make every query row attendable.
-
-    Returns the mask expanded to ``shape`` with fully masked rows opened up (so fused kernels
-    never see one and return NaN), and a ``[B, H, Lq, 1]`` flag of the rows that were empty,
-    whose outputs the caller zeroes; ``(None, None)`` when there is no mask.
-    """
-    if mask is None:
-        return None, None
-    mask = mask.to(torch.bool).expand(shape)
-    empty = ~mask.any(dim=-1, keepdim=True)
-    if bool(empty.any()):
-        mask = mask | empty
-        return mask, empty
-    return mask, None
+from ..interfaces import Attention, AttentionOutput, attendable_rows
 
 
 class MultiHeadAttention(Attention):
     """Multi-head scaled dot-product attention on ``F.scaled_dot_product_attention``.
 
     The fused kernel is used unless weights are asked for (it cannot return them); then the
-    same computation runs explicitly so the explanation matches the prediction.
+    base's explicit path runs the same computation, so the explanation matches the prediction.
     """
 
     def __init__(self, dim: int, num_heads: int = 2, dropout: float = 0.0, bias: bool = True) -> None:
@@ -46,6 +28,21 @@ class MultiHeadAttention(Attention):
         b, n, _ = x.shape
         return x.view(b, n, self.num_heads, self.dim // self.num_heads).transpose(1, 2)
 
+    def logits(self, query: Tensor, key: Tensor) -> Tensor:
+        q, k = self._heads(self.q_proj(query)), self._heads(self.k_proj(key))
+        return (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
+
+    def normalize(self, logits: Tensor, mask: Tensor | None) -> Tensor:
+        weights = super().normalize(logits, mask)
+        return F.dropout(weights, p=self.dropout, training=self.training)
+
+    def values(self, value: Tensor) -> Tensor:
+        return self._heads(self.v_proj(value))
+
+    def output(self, attended: Tensor) -> Tensor:
+        b, _, lq, _ = attended.shape
+        return self.out_proj(attended.transpose(1, 2).reshape(b, lq, self.dim))
+
     def forward(
         self,
         query: Tensor,
@@ -54,24 +51,16 @@ class MultiHeadAttention(Attention):
         mask: Tensor | None = None,
         need_weights: bool = False,
     ) -> AttentionOutput:
-        q, k, v = self._heads(self.q_proj(query)), self._heads(self.k_proj(key)), self._heads(self.v_proj(value))
-        b, h, lq, hd = q.shape
-        mask, empty = attendable(mask, (b, h, lq, k.shape[2]))
-        p = self.dropout if self.training else 0.0
         if need_weights:
-            logits = (q @ k.transpose(-2, -1)) / hd**0.5
-            if mask is not None:
-                logits = logits.masked_fill(~mask, float("-inf"))
-            weights = logits.softmax(dim=-1)
-            if empty is not None:
-                weights = weights.masked_fill(empty, 0.0)
-            out = F.dropout(weights, p=p, training=self.training) @ v
-        else:
-            weights = None
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
-            if empty is not None:  # a head whose row was opened up contributes nothing, as its zero weights say
-                out = out.masked_fill(empty, 0.0)
-        out = self.out_proj(out.transpose(1, 2).reshape(b, lq, self.dim))
-        if empty is not None:  # rows with nothing to attend to in any head are zero after the projection too
-            out = out.masked_fill(empty.all(dim=1), 0.0)
-        return AttentionOutput(out, weights)
+            return super().forward(query, key, value, mask, need_weights=True)
+        q, k, v = self._heads(self.q_proj(query)), self._heads(self.k_proj(key)), self.values(value)
+        b, h, lq, _ = q.shape
+        opened, some = attendable_rows(mask, (b, h, lq, k.shape[2]))
+        p = self.dropout if self.training else 0.0
+        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=opened, dropout_p=p)
+        if some is None:
+            return AttentionOutput(self.output(attended), None)
+        # a head whose row was opened up contributes nothing, as its zero weights say; a row no
+        # head may attend from is zero after the projection's bias too
+        out = self.output(attended * some) * some.any(dim=1)
+        return AttentionOutput(out, None)

@@ -5,8 +5,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from ..interfaces import Attention, AttentionOutput
-from .multihead import attendable
+from ..interfaces import Attention, masked_softmax
 
 
 class _PReLU(nn.Module):
@@ -39,31 +38,17 @@ class TargetAttention(Attention):
             width = size
         layers.append(nn.Linear(width, 1))
         self.mlp = nn.Sequential(*layers)
-        self.normalize = normalize
+        self.normalization = normalize
 
-    def forward(
-        self,
-        query: Tensor,
-        key: Tensor,
-        value: Tensor,
-        mask: Tensor | None = None,
-        need_weights: bool = False,
-    ) -> AttentionOutput:
+    def logits(self, query: Tensor, key: Tensor) -> Tensor:
         b, lq, d = query.shape
         lk = key.shape[1]
         q = query.unsqueeze(2).expand(b, lq, lk, d)
         k = key.unsqueeze(1).expand(b, lq, lk, d)
-        logits = self.mlp(torch.cat([k, q, k - q, k * q], dim=-1)).squeeze(-1).unsqueeze(1)  # [B, 1, Lq, Lk]
-        mask, empty = attendable(mask, (b, 1, lq, lk))
-        if self.normalize == "softmax":
-            if mask is not None:
-                logits = logits.masked_fill(~mask, float("-inf"))
-            weights = logits.softmax(dim=-1)
-        else:
-            weights = torch.sigmoid(logits) if self.normalize == "sigmoid" else logits
-            if mask is not None:
-                weights = weights.masked_fill(~mask, 0.0)
-        if empty is not None:
-            weights = weights.masked_fill(empty, 0.0)
-        out = weights.squeeze(1) @ value
-        return AttentionOutput(out, weights if need_weights else None)
+        return self.mlp(torch.cat([k, q, k - q, k * q], dim=-1)).squeeze(-1).unsqueeze(1)  # [B, 1, Lq, Lk]
+
+    def normalize(self, logits: Tensor, mask: Tensor | None) -> Tensor:
+        if self.normalization == "softmax":
+            return masked_softmax(logits, mask)
+        weights = torch.sigmoid(logits) if self.normalization == "sigmoid" else logits
+        return weights if mask is None else weights * mask.to(torch.bool).expand(weights.shape)

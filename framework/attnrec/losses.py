@@ -1,0 +1,108 @@
+"""The built-in training objectives, registered as the built-in ``losses``.
+
+Each returns one loss per example (the model reduces, with per-example weights when the batch
+carries them); see :class:`attnrec.interfaces.Loss` for the contract.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .interfaces import Loss
+
+
+def split_candidates(logits: Tensor, positive: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+    """The positive's logit ``[M]`` and a ``[M, C]`` mask of the valid negatives (every valid
+    candidate but the positive)."""
+    column = positive.unsqueeze(1)
+    negatives = torch.ones_like(logits, dtype=torch.bool).scatter(1, column, False)
+    if mask is not None:
+        negatives = negatives & mask
+    return logits.gather(1, column).squeeze(1), negatives
+
+
+class CrossEntropyLoss(Loss):
+    """Softmax cross-entropy over the whole catalogue (the strongest objective for SASRec-style
+    models when the catalogue fits; Petrov & Macdonald, RecSys 2023)."""
+
+    candidates = "catalog"
+
+    def forward(self, logits: Tensor, positive: Tensor, mask: Tensor | None = None) -> Tensor:
+        if mask is not None:
+            logits = logits.masked_fill(~mask, float("-inf"))
+        return F.cross_entropy(logits.float(), positive, reduction="none")
+
+
+class SampledSoftmaxLoss(CrossEntropyLoss):
+    """Softmax over the positive and the batch's sampled negatives, logQ-corrected by the model
+    when the sampler reports its probabilities (popularity sampling); accidental hits of the
+    positive are masked out."""
+
+    candidates = "sampled"
+    log_q_correction = True
+
+
+class BCELoss(Loss):
+    """Binary cross-entropy of the positive against each sampled negative (SASRec's paper loss):
+    ``softplus(-s+) + mean over valid negatives of softplus(s-)``."""
+
+    candidates = "sampled"
+
+    def forward(self, logits: Tensor, positive: Tensor, mask: Tensor | None = None) -> Tensor:
+        pos, negatives = split_candidates(logits.float(), positive, mask)
+        count = negatives.sum(dim=1).clamp(min=1)
+        return F.softplus(-pos) + (F.softplus(logits.float()) * negatives).sum(dim=1) / count
+
+
+class BPRLoss(Loss):
+    """Bayesian personalised ranking: the mean over valid negatives of ``-log sigmoid(s+ - s-)``."""
+
+    candidates = "sampled"
+
+    def forward(self, logits: Tensor, positive: Tensor, mask: Tensor | None = None) -> Tensor:
+        pos, negatives = split_candidates(logits.float(), positive, mask)
+        pairwise = F.softplus(logits.float() - pos.unsqueeze(1))  # -log sigmoid(s+ - s-)
+        return (pairwise * negatives).sum(dim=1) / negatives.sum(dim=1).clamp(min=1)
+
+
+class GBCELoss(Loss):
+    """Generalised BCE of gSASRec (Petrov & Macdonald, RecSys 2023): BCE with the positive's
+    probability raised to ``beta``, which undoes the overconfidence that negative sampling
+    teaches a model, so few negatives train almost as well as the full softmax.
+
+    ``beta = alpha * (t * (1 - 1/alpha) + 1/alpha)`` with the sampling rate
+    ``alpha = k / (N - 1)`` (``k`` negatives of ``N`` items) and calibration ``t`` in ``[0, 1]``
+    (0: plain BCE; 1: fully calibrated). ``log sigmoid(s)^beta = beta * log sigmoid(s)``, so
+    the loss is ``beta * softplus(-s+) + sum of softplus(s-)`` over valid negatives, divided by
+    the number of valid candidates as gSASRec's mean BCE does; the paper's float64 clamping of
+    ``sigmoid(s)^-beta`` is not needed in this form.
+    """
+
+    candidates = "sampled"
+
+    def __init__(self, t: float = 0.75) -> None:
+        super().__init__()
+        if not 0.0 <= t <= 1.0:
+            raise ValueError(f"GBCELoss: t={t} must be in [0, 1] (0 is plain BCE, 1 fully calibrated)")
+        self.t = t
+        self.num_items: int | None = None
+
+    def bind(self, num_items: int) -> None:
+        self.num_items = num_items
+
+    def beta(self, num_negatives: int) -> float:
+        if self.num_items is None:
+            raise RuntimeError("GBCELoss needs the catalogue size: the model calls bind(num_items) before training")
+        alpha = num_negatives / max(1, self.num_items - 1)
+        return alpha * (self.t * (1.0 - 1.0 / alpha) + 1.0 / alpha)
+
+    def forward(self, logits: Tensor, positive: Tensor, mask: Tensor | None = None) -> Tensor:
+        pos, negatives = split_candidates(logits.float(), positive, mask)
+        beta = self.beta(logits.shape[1] - 1)
+        total = beta * F.softplus(-pos) + (F.softplus(logits.float()) * negatives).sum(dim=1)
+        return total / (negatives.sum(dim=1) + 1)
+
+
+BUILTIN_LOSSES = (CrossEntropyLoss, SampledSoftmaxLoss, BCELoss, BPRLoss, GBCELoss)
