@@ -1,8 +1,11 @@
 """Attention message-passing layers (PyG ``MessagePassing``) for the user–item graph.
 
-Both layers normalise attention per destination node with :func:`torch_geometric.utils.softmax`,
-so each node's weights over its neighbours sum to one, and both can return those weights
-(``[E, heads]``, aligned with ``edge_index``) to explain a recommendation.
+Both layers compute their attention in PyG's ``edge_update`` (called through ``edge_updater``),
+normalised per destination node with :func:`torch_geometric.utils.softmax` so each node's
+weights over its neighbours sum to one, and pass it to ``propagate``, whose ``message`` only
+weighs the values. The weights are thus a value of ``forward``, not state left on the module
+by ``message``, and both layers can return them (``[E, heads]``, aligned with ``edge_index``)
+to explain a recommendation.
 """
 
 from __future__ import annotations
@@ -37,25 +40,25 @@ class BilinearGraphAttention(MessagePassing):
         self.value = nn.Linear(dim, dim, bias=False)
         nn.init.eye_(self.value.weight)
         self.dropout = dropout
-        self._alpha: Tensor | None = None
 
     def forward(
         self, x: Tensor, edge_index: Tensor, return_attention_weights: bool = False
     ) -> Tensor | tuple[Tensor, Tensor]:
         h = x.view(-1, self.heads, self.head_dim)
         query = torch.einsum("nhd,hde->nhe", h, self.weight)  # h_u^T W, per head
+        alpha = self.edge_updater(edge_index, query=query, key=h)
         value = self.value(x).view(-1, self.heads, self.head_dim)
-        out = self.propagate(edge_index, query=query, key=h, value=value, size=None)
-        alpha, self._alpha = self._alpha, None
+        dropped = F.dropout(alpha, p=self.dropout, training=self.training)
+        out = self.propagate(edge_index, value=value, alpha=dropped, size=None)
         y = x + out.reshape(-1, self.dim)
         return (y, alpha) if return_attention_weights else y
 
-    def message(self, query_i: Tensor, key_j: Tensor, value_j: Tensor, index: Tensor, ptr: Tensor | None,
-                size_i: int | None) -> Tensor:  # fmt: skip
-        scores = (query_i * key_j).sum(-1)  # [E, heads]
-        alpha = softmax(scores, index, ptr, size_i)
-        self._alpha = alpha
-        alpha = F.dropout(alpha, p=self.dropout, training=self.training)
+    def edge_update(self, query_i: Tensor, key_j: Tensor, index: Tensor, ptr: Tensor | None,
+                    dim_size: int | None) -> Tensor:  # fmt: skip
+        """``alpha_ui`` per edge and head ``[E, heads]``."""
+        return softmax((query_i * key_j).sum(-1), index, ptr, dim_size)
+
+    def message(self, value_j: Tensor, alpha: Tensor) -> Tensor:
         return value_j * alpha.unsqueeze(-1)
 
 
@@ -88,26 +91,27 @@ class KnowledgeGraphAttention(MessagePassing):
             self.sum_layer = nn.Linear(dim, dim)
             self.product_layer = nn.Linear(dim, dim)
         self.dropout = dropout
-        self._alpha: Tensor | None = None
 
     def forward(
         self, x: Tensor, edge_index: Tensor, edge_type: Tensor, return_attention_weights: bool = False
     ) -> Tensor | tuple[Tensor, Tensor]:
         projected = self.project(x)
-        neighbourhood = self.propagate(edge_index, x=x, projected=projected, edge_type=edge_type, size=None)
-        alpha, self._alpha = self._alpha, None
+        alpha = self.edge_updater(edge_index, projected=projected, edge_type=edge_type)
+        dropped = F.dropout(alpha, p=self.dropout, training=self.training)
+        neighbourhood = self.propagate(edge_index, x=x, alpha=dropped, size=None)
         if self.aggregator == "residual":
             out = x + neighbourhood
         else:
             out = F.leaky_relu(self.sum_layer(x + neighbourhood)) + F.leaky_relu(self.product_layer(x * neighbourhood))
         return (out, alpha) if return_attention_weights else out
 
-    def message(self, x_j: Tensor, projected_i: Tensor, projected_j: Tensor, edge_type: Tensor, index: Tensor,
-                ptr: Tensor | None, size_i: int | None) -> Tensor:  # fmt: skip
+    def edge_update(self, projected_i: Tensor, projected_j: Tensor, edge_type: Tensor, index: Tensor,
+                    ptr: Tensor | None, dim_size: int | None) -> Tensor:  # fmt: skip
+        """``pi(h, r, t)`` per edge and head ``[E, heads]``."""
         shape = (-1, self.heads, self.head_dim)
         relation = self.relation(edge_type)
-        scores = (projected_j.view(shape) * torch.tanh(projected_i + relation).view(shape)).sum(-1)  # [E, heads]
-        alpha = softmax(scores, index, ptr, size_i)
-        self._alpha = alpha
-        alpha = F.dropout(alpha, p=self.dropout, training=self.training)
-        return (x_j.view(shape) * alpha.unsqueeze(-1)).reshape(-1, self.dim)
+        scores = (projected_j.view(shape) * torch.tanh(projected_i + relation).view(shape)).sum(-1)
+        return softmax(scores, index, ptr, dim_size)
+
+    def message(self, x_j: Tensor, alpha: Tensor) -> Tensor:
+        return (x_j.view(-1, self.heads, self.head_dim) * alpha.unsqueeze(-1)).reshape(-1, self.dim)
