@@ -1,12 +1,11 @@
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 import attnrec
+from attnrec.attention import attendable_rows
 
 
 def alibi_slopes(num_heads: int) -> Tensor:
@@ -21,9 +20,12 @@ class ALiBiAttention(attnrec.Attention):
     Head ``h`` subtracts ``slope_h * |i - j|`` from the logit of query position ``i`` for key
     position ``j``: recent behaviour counts more, a prior that suits next-item prediction and
     needs no position table. Queries are right-aligned with the keys, so a single query
-    (e.g. "the user now") sits at the last key position. Mask contract as in attnrec: boolean,
-    broadcastable to ``[B, H, Lq, Lk]``, True = may attend; a query row with nothing to attend
-    to returns zeros and zero weights instead of NaN.
+    (e.g. "the user now") sits at the last key position.
+
+    Only the biased :meth:`logits` and the per-head :meth:`values`/:meth:`output` are ALiBi's:
+    the attnrec base masks, normalises and zeroes query rows with nothing to attend to. Without
+    ``need_weights`` :meth:`forward` runs the same computation in the fused
+    ``F.scaled_dot_product_attention`` kernel, the bias passed as its float mask.
     """
 
     def __init__(self, dim: int, num_heads: int = 2, dropout: float = 0.0, learn_slopes: bool = False) -> None:
@@ -53,6 +55,22 @@ class ALiBiAttention(attnrec.Attention):
         distance = (query_pos[:, None] - torch.arange(lk, device=device)[None, :]).abs()
         return -self.log_slopes.exp()[:, None, None] * distance
 
+    def logits(self, query: Tensor, key: Tensor) -> Tensor:
+        q, k = self._heads(self.q_proj(query)), self._heads(self.k_proj(key))
+        scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
+        return scores + self.bias(q.shape[2], k.shape[2]).to(scores.dtype)
+
+    def normalize(self, logits: Tensor, mask: Tensor | None) -> Tensor:
+        weights = super().normalize(logits, mask)
+        return F.dropout(weights, p=self.dropout, training=self.training)
+
+    def values(self, value: Tensor) -> Tensor:
+        return self._heads(self.v_proj(value))
+
+    def output(self, attended: Tensor) -> Tensor:
+        b, _, lq, _ = attended.shape
+        return self.out_proj(attended.transpose(1, 2).reshape(b, lq, self.dim))
+
     def forward(
         self,
         query: Tensor,
@@ -61,27 +79,19 @@ class ALiBiAttention(attnrec.Attention):
         mask: Tensor | None = None,
         need_weights: bool = False,
     ) -> attnrec.AttentionOutput:
-        q, k, v = self._heads(self.q_proj(query)), self._heads(self.k_proj(key)), self._heads(self.v_proj(value))
-        b, h, lq, hd = q.shape
+        if need_weights:  # the fused kernel cannot return weights
+            return super().forward(query, key, value, mask, need_weights=True)
+        q, k, v = self._heads(self.q_proj(query)), self._heads(self.k_proj(key)), self.values(value)
+        b, h, lq, _ = q.shape
         lk = k.shape[2]
         bias = self.bias(lq, lk).to(q.dtype).expand(b, h, lq, lk)
-        empty = None
-        if mask is not None:
-            mask = mask.to(torch.bool).expand(b, h, lq, lk)
-            empty = ~mask.any(dim=-1, keepdim=True)  # rows with nothing to attend to
-            bias = bias.masked_fill(~(mask | empty), float("-inf"))  # opened up, zeroed below
+        opened, some = attendable_rows(mask, (b, h, lq, lk))
+        if opened is not None:
+            bias = bias.masked_fill(~opened, float("-inf"))
         p = self.dropout if self.training else 0.0
-        if need_weights:
-            weights = ((q @ k.transpose(-2, -1)) / math.sqrt(hd) + bias).softmax(dim=-1)
-            if empty is not None:
-                weights = weights.masked_fill(empty, 0.0)
-            out = F.dropout(weights, p=p, training=self.training) @ v
-        else:
-            weights = None
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p)
-        if empty is not None:
-            out = out.masked_fill(empty, 0.0)
-        out = self.out_proj(out.transpose(1, 2).reshape(b, lq, self.dim))
-        if empty is not None:  # a row no head may attend from stays zero after the projection's bias too
-            out = out.masked_fill(empty.all(dim=1), 0.0)
-        return attnrec.AttentionOutput(out, weights)
+        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p)
+        if some is None:
+            return attnrec.AttentionOutput(self.output(attended), None)
+        # an opened-up row contributes nothing, as its zero weights say; a row no head may
+        # attend from stays zero after the projection's bias too
+        return attnrec.AttentionOutput(self.output(attended * some) * some.any(dim=1), None)
