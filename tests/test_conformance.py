@@ -1,17 +1,26 @@
-"""Every registered attention, scorer and encoder — built-in or from an installed plugin —
-passes attnrec.testing's conformance checks."""
+"""Every registered attention, scorer, encoder and loss — built-in or from an installed plugin —
+passes attnrec.testing's conformance checks, and the checks catch the breaches they exist for."""
 
 from __future__ import annotations
 
-import pytest
+import functools
+from typing import Callable
 
-from attnrec import get_registry
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from attnrec import Batch, ItemEncoder, Loss, UserEncoding, get_registry
 from attnrec.data import SyntheticDataModule
+from attnrec.encoders import TransformerUserEncoder
+from attnrec.losses import CrossEntropyLoss
 from attnrec.testing import (
     STANDARD_KEYS,
     check_attention,
     check_data_module,
     check_item_encoder,
+    check_loss,
     check_scorer,
     check_user_encoder,
     tiny_catalog,
@@ -60,6 +69,11 @@ def test_item_encoder_conforms(cls: type) -> None:
     check_item_encoder(cls, catalog)
 
 
+@pytest.mark.parametrize("cls", _components("losses"))
+def test_loss_conforms(cls: type) -> None:
+    check_loss(cls)
+
+
 def test_bundled_data_conforms() -> None:
     check_data_module(SyntheticDataModule(num_users=100, num_items=200, max_len=10))
 
@@ -67,3 +81,80 @@ def test_bundled_data_conforms() -> None:
 def test_fixtures_give_fresh_registry(attnrec_registry, attnrec_catalog) -> None:
     assert "MultiHeadAttention" in attnrec_registry.names("attentions")
     assert attnrec_catalog.num_items == 30
+
+
+# ------------------------------------------------------- the checks catch breaches
+class ReversedHistoryEncoder(TransformerUserEncoder):
+    """Reads the history newest first, so its "position i" has seen every later item."""
+
+    def forward(
+        self, batch: Batch, item_encoder: ItemEncoder, all_positions: bool = False, need_weights: bool = False
+    ) -> UserEncoding:
+        return super().forward({**batch, "history": batch["history"].flip(1)}, item_encoder, all_positions, need_weights)
+
+
+@pytest.mark.parametrize(
+    "factory",
+    [
+        pytest.param(functools.partial(TransformerUserEncoder, causal=False), id="bidirectional"),
+        pytest.param(ReversedHistoryEncoder, id="reversed"),
+    ],
+)
+def test_an_all_positions_encoder_that_sees_later_items_fails(factory: Callable[[int], TransformerUserEncoder]) -> None:
+    with pytest.raises(AssertionError, match=r"not causal: changing the history item at position \d+ changed .* earlier"):
+        check_user_encoder(factory)
+
+
+def test_the_causal_transformer_passes_with_several_layers() -> None:
+    check_user_encoder(functools.partial(TransformerUserEncoder, num_layers=3))
+
+
+class ScalarLoss(CrossEntropyLoss):
+    def forward(self, logits: Tensor, positive: Tensor, mask: Tensor | None = None) -> Tensor:
+        return super().forward(logits, positive, mask).mean()
+
+
+class UnmaskedLoss(CrossEntropyLoss):
+    def forward(self, logits: Tensor, positive: Tensor, mask: Tensor | None = None) -> Tensor:
+        return super().forward(logits, positive, None)
+
+
+class BatchNormalisedLoss(CrossEntropyLoss):
+    def forward(self, logits: Tensor, positive: Tensor, mask: Tensor | None = None) -> Tensor:
+        losses = super().forward(logits, positive, mask)
+        return losses / losses.detach().mean()
+
+
+class NegatedLoss(CrossEntropyLoss):
+    def forward(self, logits: Tensor, positive: Tensor, mask: Tensor | None = None) -> Tensor:
+        return -super().forward(logits, positive, mask)
+
+
+class NaNWithoutNegativesLoss(Loss):
+    candidates = "sampled"
+
+    def forward(self, logits: Tensor, positive: Tensor, mask: Tensor | None = None) -> Tensor:
+        negatives = mask[:, 1:] if mask is not None else torch.ones_like(logits[:, 1:], dtype=torch.bool)
+        return (F.softplus(logits[:, 1:] - logits[:, :1]) * negatives).sum(1) / negatives.sum(1)
+
+
+class LossWithRequiredArgument(CrossEntropyLoss):
+    def __init__(self, margin: float) -> None:
+        super().__init__()
+        self.margin = margin
+
+
+@pytest.mark.parametrize(
+    "cls, message",
+    [
+        (ScalarLoss, "expected one loss per example"),
+        (UnmaskedLoss, "masked candidates changed the loss"),
+        (BatchNormalisedLoss, "depends on the other rows"),
+        (NegatedLoss, "raising the positive's logit must lower its loss"),
+        (NaNWithoutNegativesLoss, "non-finite loss .* only its positive left"),
+        (LossWithRequiredArgument, "constructible with no arguments"),
+    ],
+)
+def test_a_loss_breaking_the_contract_fails(cls: type[Loss], message: str) -> None:
+    with pytest.raises(AssertionError, match=message):
+        check_loss(cls)

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from .interfaces import Attention, ItemCatalog, ItemEncoder, RecDataModule, Scorer, UserEncoder
+from .interfaces import Attention, Batch, ItemCatalog, ItemEncoder, Loss, RecDataModule, Scorer, UserEncoder
 
 
 STANDARD_KEYS = frozenset({"history", "user"})
@@ -108,7 +108,8 @@ def check_item_encoder(factory: Callable[[ItemCatalog, int], ItemEncoder], catal
 
 
 def check_user_encoder(factory: Callable[[int], UserEncoder], item_encoder: ItemEncoder | None = None, dim: int = 16) -> None:
-    """``[B, D]`` (and ``[B, L, D]`` for all-position encoders) with no NaN under left padding."""
+    """``[B, D]`` (and ``[B, L, D]`` for all-position encoders) with no NaN under left padding;
+    an all-position encoder must also be causal (see :func:`check_causal`)."""
     from .encoders import IdItemEncoder
 
     torch.manual_seed(0)
@@ -130,6 +131,89 @@ def check_user_encoder(factory: Callable[[int], UserEncoder], item_encoder: Item
             every = encoder(batch, item_encoder, all_positions=True).vectors
         assert every.shape == (*history.shape, dim), f"{name}: all_positions=True must give [B, L, D]"
         assert torch.allclose(every[:, -1], out.vectors, atol=1e-5), f"{name}: last position differs from the user vector"
+        check_causal(encoder, batch, item_encoder)
+
+
+def check_causal(encoder: UserEncoder, batch: Batch, item_encoder: ItemEncoder, atol: float = 1e-5) -> None:
+    """The vector at history position ``i`` must not depend on items after ``i``.
+
+    An ``all_positions = True`` encoder trains position ``i`` to predict item ``i + 1``; if that
+    vector can see item ``i + 1`` (a bidirectional encoder, one that reads the history reversed
+    or shifted), training leaks the target and evaluation is silently wrong. So each real item
+    is replaced by another in turn, and every earlier real item's vector must stay the same.
+    """
+    name = type(encoder).__name__
+    history = batch["history"]
+    present = history != 0
+    num_items = int(history.max())
+    with torch.no_grad():
+        before = encoder(batch, item_encoder, all_positions=True).vectors
+        for later in range(1, history.shape[1]):
+            changed = history.clone()
+            changed[:, later] = torch.where(present[:, later], history[:, later] % num_items + 1, 0)
+            after = encoder({**batch, "history": changed}, item_encoder, all_positions=True).vectors
+            moved = ((after[:, :later] - before[:, :later]).abs().amax(dim=-1) > atol) & present[:, :later]
+            if moved.any():
+                row, earlier = (int(i) for i in moved.nonzero()[0])
+                raise AssertionError(
+                    f"{name}: not causal: changing the history item at position {later} changed the vector at "
+                    f"earlier position {earlier} (row {row}). all_positions = True trains position i to predict "
+                    "item i + 1, so position i may read only items 0..i; a bidirectional encoder, or one that "
+                    "reads the history reversed, must set all_positions = False"
+                )
+
+
+def check_loss(factory: Callable[[], Loss], num_items: int = 30) -> None:
+    """The :class:`~attnrec.interfaces.Loss` contract, on the logits of its declared
+    ``candidates`` kind (``"catalog"``: ``[M, num_items + 1]``, column = item id, padding column
+    masked; ``"sampled"``: the positive in column 0, then negatives): built with no arguments
+    (the CLI names it by class alone) and bound to the catalogue first, as the model does; one
+    finite loss per example that does not depend on the other rows (the model weights and
+    reduces); finite gradients; masked candidates ignored (they are padding, seen items or
+    accidental hits of the positive); a higher positive logit gives a lower loss. Rows whose
+    negatives are all masked (an accidental hit with one negative) must stay finite."""
+    try:
+        loss = factory()
+    except TypeError as error:
+        raise AssertionError(f"{factory!r}: a Loss must be constructible with no arguments: {error}") from error
+    name = type(loss).__name__
+    assert isinstance(loss, Loss), f"{loss!r} is not an attnrec Loss"
+    assert loss.candidates in ("catalog", "sampled"), f"{name}: candidates={loss.candidates!r}, not 'catalog' or 'sampled'"
+    assert isinstance(loss.log_q_correction, bool), f"{name}: log_q_correction must be a bool"
+    loss.bind(num_items)
+    generator = torch.Generator().manual_seed(0)
+    m = 6
+    if loss.candidates == "catalog":
+        positive = torch.randint(1, num_items + 1, (m,), generator=generator)
+        mask = torch.rand(m, num_items + 1, generator=generator) > 0.3  # seen items masked
+        mask[:, 0] = False  # padding
+    else:
+        positive = torch.zeros(m, dtype=torch.long)
+        mask = torch.rand(m, 8, generator=generator) > 0.3  # accidental hits masked
+    rows = torch.arange(m)
+    mask[rows, positive] = True
+    mask[-1] = False
+    mask[-1, positive[-1]] = True  # nothing but the positive left
+    logits = torch.randn(mask.shape, generator=generator).requires_grad_()
+
+    out = loss(logits, positive, mask)
+    assert out.shape == (m,), f"{name}: logits {tuple(mask.shape)} gave {tuple(out.shape)}, expected one loss per example"
+    assert torch.isfinite(out).all(), f"{name}: non-finite loss {out.tolist()} (the last row has only its positive left)"
+    out.sum().backward()
+    assert logits.grad is not None and torch.isfinite(logits.grad).all(), f"{name}: non-finite gradients"
+    unmasked = loss(logits.detach(), positive, None)
+    assert unmasked.shape == (m,) and torch.isfinite(unmasked).all(), f"{name}: mask=None (all valid) must work too"
+
+    logits = logits.detach()
+    with torch.no_grad():
+        alone = loss(logits[1:], positive[1:], mask[1:])
+        hidden = loss(logits.masked_fill(~mask, 30.0), positive, mask)
+        raised = loss(logits.index_put((rows, positive), logits[rows, positive] + 2.0), positive, mask)
+    out = out.detach()
+    assert torch.allclose(alone, out[1:], atol=1e-5), f"{name}: an example's loss depends on the other rows of the batch"
+    assert torch.allclose(hidden, out, atol=1e-4), f"{name}: the logits of masked candidates changed the loss"
+    competed = mask.sum(dim=1) > 1  # rows with a valid negative
+    assert torch.all(raised[competed] < out[competed]), f"{name}: raising the positive's logit must lower its loss"
 
 
 def check_data_module(datamodule: RecDataModule) -> None:
