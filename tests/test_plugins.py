@@ -1,5 +1,6 @@
 """The plugin registry: interface checks, clashes, isolation of broken plugins, the
-environment switches, and the example third-party plugin's components.
+environment switches, and the example third-party plugin: its loss from the command line, and
+its own test suite run against the installed copy.
 
 Registry rules are tested with in-process plugin objects (fast); discovery through entry
 points uses the plugin packages under tests/, pip-installed into a temporary site dir that
@@ -8,13 +9,14 @@ is put on ``sys.path`` for the test only.
 
 from __future__ import annotations
 
-import functools
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-import torch
-from torch import Tensor
 
 import attnrec
 import attnrec.plugins
@@ -22,7 +24,6 @@ from attnrec import builtin
 from attnrec.attention import AdditiveAttention, MultiHeadAttention, TargetAttention
 from attnrec.plugins import PluginError, Registry, UnknownComponentError
 from attnrec.scorers import DotScorer
-from attnrec.testing import check_attention, check_scorer
 
 Register = Callable[..., Any]
 
@@ -150,9 +151,9 @@ def test_broken_plugins_are_reported_with_their_distribution_and_the_others_load
     with pytest.warns(RuntimeWarning) as warned:
         registry = installed(ATTNREC_LOAD_PLUGINS="example,broken_import,broken_hook")
     example = registry.plugins["example"]
-    assert (example.distribution, example.version) == ("attnrec-plugin-example", "0.3.1")
+    assert (example.distribution, example.version) == ("attnrec-plugin-example", "0.4.0")
     assert {(c.kind, c.name) for c in example.components} == {
-        ("attentions", "ALiBiAttention"), ("scorers", "LearnedTemperatureScorer"),
+        ("attentions", "ALiBiAttention"), ("scorers", "LearnedTemperatureScorer"), ("losses", "LabelSmoothingLoss"),
     }  # fmt: skip
     failures = {failure.name: failure for failure in registry.failures}
     assert set(failures) == {"broken_import", "broken_hook"}
@@ -193,52 +194,49 @@ def test_an_entry_point_name_taken_by_another_distribution_is_a_failure(installe
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.warns(RuntimeWarning, match="already taken"):
         registry = installed(ATTNREC_LOAD_PLUGINS="example")
-    assert len(registry.plugins["example"].components) == 2
+    assert len(registry.plugins["example"].components) == 3
     (failure,) = registry.failures
     assert failure.name == "example" and "already taken by distribution" in str(failure)
     distributions = {failure.distribution, registry.plugins["example"].distribution}
     assert distributions == {"attnrec-plugin-example", "attnrec-plugin-impostor"}
 
 
-# ------------------------------------------------- the example plugin's components
-@pytest.fixture
-def example(monkeypatch: pytest.MonkeyPatch, example_plugin: Path) -> Any:
-    monkeypatch.syspath_prepend(str(example_plugin))
-    import attnrec_example_plugin
-
-    return attnrec_example_plugin
-
-
-def test_example_components_pass_attnrec_conformance_checks(example) -> None:
-    check_attention(example.ALiBiAttention)
-    check_attention(functools.partial(example.ALiBiAttention, num_heads=4, learn_slopes=True))
-    check_scorer(example.LearnedTemperatureScorer)
+# ------------------------------------------------------------ the example plugin
+def test_the_example_plugin_registers_its_loss_through_register_losses(installed) -> None:
+    registry = installed(ATTNREC_LOAD_PLUGINS="example")
+    (impl,) = [i for i in registry.pm.hook.register_losses.get_hookimpls() if i.plugin_name == "example"]
+    loss = registry.get("losses", "LabelSmoothingLoss")
+    assert loss is impl.plugin.LabelSmoothingLoss and issubclass(loss, attnrec.Loss)
+    assert registry.components["losses"]["LabelSmoothingLoss"].plugin == "example"
+    assert {"CrossEntropyLoss", "SampledSoftmaxLoss", "LabelSmoothingLoss"} <= set(registry.names("losses"))
 
 
-def test_alibi_attention_prefers_recent_keys_and_can_learn_its_slopes(example) -> None:
-    attention = example.ALiBiAttention(8, num_heads=4, learn_slopes=True).eval()
-    same = torch.randn(1, 1, 8).expand(1, 6, 8)  # identical keys: only the recency bias differs
-    weights = attention(same[:, -1:], same, same, need_weights=True).weights[0, :, 0]  # [H, Lk]
-    assert torch.all(weights[:, 1:] > weights[:, :-1]), "every head must weigh the most recent key highest"
-    assert torch.all(weights[0, -1] > weights[-1, -1]), "the first head (steepest slope) must be the most local"
-    mask = torch.tensor([False, False, True, True, True, False])[None, None, None, :]
-    masked = attention(same[:, -1:], same, same, mask=mask, need_weights=True).weights[0, :, 0]
-    assert torch.all(masked[:, [0, 1, 5]] == 0) and torch.allclose(masked.sum(-1), torch.ones(4))
-    values, _ = attention(torch.randn(2, 6, 8), torch.randn(2, 6, 8), torch.randn(2, 6, 8))
-    values.sum().backward()
-    assert attention.log_slopes.grad is not None and attention.log_slopes.grad.abs().sum() > 0
-    fixed = example.ALiBiAttention(8, num_heads=4)
-    assert "log_slopes" not in dict(fixed.named_parameters()) and "log_slopes" in dict(fixed.named_buffers())
+def test_fit_trains_with_the_example_plugin_loss_named_by_class(
+    example_plugin, attnrec_env, run_attnrec, tiny_data_args, tmp_path
+) -> None:
+    result = run_attnrec(
+        "fit", *tiny_data_args, "--model.dim=16", "--model.init_args.loss=LabelSmoothingLoss",
+        "--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
+        "--trainer.limit_test_batches=1", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+        f"--trainer.default_root_dir={tmp_path}", env=attnrec_env(example_plugin, ATTNREC_LOAD_PLUGINS="example"), cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"^protocol: .*\bloss=LabelSmoothingLoss\b", result.stdout, re.MULTILINE), result.stdout
+    (config,) = tmp_path.rglob("config.yaml")
+    assert "class_path: attnrec_example_plugin.LabelSmoothingLoss" in config.read_text()
 
 
-def test_learned_temperature_scorer_is_scale_invariant_and_learns_its_temperature(example) -> None:
-    scorer = example.LearnedTemperatureScorer(8, init_temperature=0.2)
-    assert scorer.temperature == pytest.approx(0.2)
-    users, items = torch.randn(3, 8), torch.randn(5, 8)
-    scores: Tensor = scorer(users, items)
-    assert torch.allclose(scorer(7.0 * users, 0.5 * items), scores, atol=1e-5)
-    assert scores.abs().max() <= 1 / 0.2 + 1e-4
-    scores.logsumexp(-1).sum().backward()
-    assert scorer.log_scale.grad is not None and scorer.log_scale.grad != 0
-    with pytest.raises(ValueError, match="init_temperature must be positive"):
-        example.LearnedTemperatureScorer(8, init_temperature=0.0)
+def test_the_example_plugin_own_suite_passes_against_the_installed_copy(example_plugin, attnrec_env, tmp_path) -> None:
+    """What a plugin author does with the template: install it, run its tests. The copy leaves
+    the package source out, so they can only import the installed package; attnrec's own suite
+    does not collect them (tests/plugin_example/tests/conftest.py)."""
+    copy = tmp_path / "plugin_example"
+    ignore = shutil.ignore_patterns("__pycache__", "attnrec_example_plugin")
+    shutil.copytree(Path(__file__).parent / "plugin_example", copy, ignore=ignore)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(copy)],
+        env=attnrec_env(example_plugin, ATTNREC_LOAD_PLUGINS="example"), cwd=tmp_path, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"\d+ passed", result.stdout) and "skipped" not in result.stdout, result.stdout

@@ -8,12 +8,13 @@ from typing import Any, Callable
 import attnrec
 
 from .attention import ALiBiAttention
+from .loss import LabelSmoothingLoss
 from .scorer import LearnedTemperatureScorer
 
 CONFIG = Path(__file__).parent / "configs" / "alibi_sasrec.yaml"
 """A ready-to-run config that names this plugin's components by short class name."""
 
-__all__ = ["CONFIG", "ALiBiAttention", "LearnedTemperatureScorer"]
+__all__ = ["CONFIG", "ALiBiAttention", "LabelSmoothingLoss", "LearnedTemperatureScorer"]
 
 
 @attnrec.hookimpl
@@ -24,3 +25,8 @@ def register_attentions(register: Callable[..., Any]) -> None:
 @attnrec.hookimpl
 def register_scorers(register: Callable[..., Any]) -> None:
     register(LearnedTemperatureScorer, name="cosine with learned temperature")
+
+
+@attnrec.hookimpl
+def register_losses(register: Callable[..., Any]) -> None:
+    register(LabelSmoothingLoss, name="softmax with label smoothing over valid candidates")
