@@ -47,7 +47,8 @@ def register_losses(register: Register) -> None:
 
 @hookimpl
 def register_recommenders(register: Register) -> None:
-    from .model import PopularityRecommender, Recommender
+    from .baselines import PopularityRecommender
+    from .model import Recommender
 
     register(Recommender)
     register(PopularityRecommender)

@@ -17,7 +17,7 @@ import warnings
 from importlib import resources
 from typing import Any, NoReturn, Sequence
 
-import torch
+import yaml
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from .interfaces import RecDataModule
@@ -25,6 +25,7 @@ from .model import Recommender
 from .plugins import PluginError, get_registry
 
 DEFAULT_CONFIG = str(resources.files("attnrec") / "configs" / "default.yaml")
+DEFAULT_MODEL = str(resources.files("attnrec") / "configs" / "default_model.yaml")
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 EXTRA = "Also: `attnrec plugins` (installed plugins and their components), `attnrec recommend --ckpt_path CKPT --user ID -k 10`."
 
@@ -60,6 +61,7 @@ class AttnRecCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: Any) -> None:
         parser.link_arguments("data.catalog", "model.init_args.catalog", apply_on="instantiate")
+        parser.link_arguments("data.max_len", "model.init_args.max_len", apply_on="instantiate")
 
     def after_fit(self) -> None:
         if self.trainer.interrupted:
@@ -70,9 +72,36 @@ class AttnRecCLI(LightningCLI):
             print(f"best checkpoint: {self.trainer.checkpoint_callback.best_model_path}")
 
 
+def default_config_files(args: Sequence[str]) -> list[str]:
+    """The defaults under a run: trainer and data always; the default model only when neither
+    the command line nor a config file names a model, so a chosen model keeps the defaults of
+    its own signature (a config's ``class_path`` switch would otherwise inherit the default
+    model's init_args)."""
+    files = [DEFAULT_CONFIG]
+    names_model = any(arg == "--model" or arg.startswith(("--model=", "--model.")) for arg in args)
+    for path in _config_paths(args):
+        try:
+            with open(path) as handle:
+                content = yaml.safe_load(handle)
+        except (OSError, yaml.YAMLError):
+            continue  # LightningCLI reports an unreadable config itself
+        names_model = names_model or (isinstance(content, dict) and "model" in content)
+    return files if names_model else [*files, DEFAULT_MODEL]
+
+
+def _config_paths(args: Sequence[str]) -> list[str]:
+    paths = []
+    for i, arg in enumerate(args):
+        if arg in ("--config", "-c") and i + 1 < len(args):
+            paths.append(args[i + 1])
+        elif arg.startswith("--config="):
+            paths.append(arg.split("=", 1)[1])
+    return paths
+
+
 def lightning_main(args: Sequence[str] | None = None) -> AttnRecCLI:
     get_registry()  # import plugin classes so short names resolve
-    kwargs = {"default_config_files": [DEFAULT_CONFIG]}
+    kwargs = {"default_config_files": default_config_files(list(sys.argv[1:] if args is None else args))}
     return AttnRecCLI(
         Recommender,
         RecDataModule,
@@ -147,22 +176,15 @@ def recommend_main(argv: Sequence[str]) -> int:
         raise SystemExit(f"{args.ckpt_path}: its data module {type(datamodule).__name__} is not a RecDataModule")
     model.eval()
     catalog = model.catalog
-    max_len = getattr(datamodule, "max_len", 50)
     console = Console()
     for user in args.user:
         try:
-            history = datamodule.user_history(user)
+            batch = datamodule.user_batch([user])
         except KeyError as exc:
             raise SystemExit(str(exc.args[0])) from None
-        recent = history[-max_len:]
-        batch = {
-            "history": torch.nn.functional.pad(recent, (max_len - len(recent), 0)).unsqueeze(0),
-            "seen": history.unsqueeze(0),
-        }
-        if hasattr(datamodule, "user_map"):  # models with per-user parameters (graph CF) read the internal id
-            batch["user"] = torch.tensor([datamodule.user_map.index(user)])
         items, scores = model.recommend(batch, k=args.k, exclude_seen=not args.include_seen)
-        table = Table(title=f"top {args.k} for user {user} ({len(history)} interactions)")
+        count = int((batch["seen"] != 0).sum())
+        table = Table(title=f"top {args.k} for user {user} ({count} interactions)")
         for column in ("rank", "item", "title", "score"):
             table.add_column(column)
         for rank, (item, score) in enumerate(zip(items[0].tolist(), scores[0].tolist()), start=1):

@@ -14,8 +14,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from .interfaces import RankingMetric
-from .scorers import DotScorer
+from .interfaces import ItemEncoder, RankingMetric
 
 
 class Ranking(NamedTuple):
@@ -47,16 +46,29 @@ class Scoring(Protocol):
 
 
 class VectorScoring:
-    """User vectors scored against item vectors by a scorer (the two-tower case)."""
+    """User vectors scored against item vectors by a scorer (the two-tower case).
 
-    def __init__(self, users: Tensor, item_vectors: Tensor, scorer: Callable[[Tensor, Tensor], Tensor]) -> None:
-        self.users, self.item_vectors, self.scorer = users, item_vectors, scorer
+    ``items`` is the catalogue's vectors ``[N + 1, D]``, or an item encoder: then ids are
+    encoded as asked and the whole catalogue only when a chunk is (once per scoring), so a
+    sampled loss or a candidate list never pays for every item."""
+
+    def __init__(self, users: Tensor, items: Tensor | ItemEncoder, scorer: Callable[[Tensor, Tensor], Tensor]) -> None:
+        self.users, self.scorer = users, scorer
+        self.encoder = None if isinstance(items, Tensor) else items
+        self.item_vectors: Tensor | None = items if isinstance(items, Tensor) else None
+
+    def _all(self) -> Tensor:
+        if self.item_vectors is None:
+            assert self.encoder is not None
+            self.item_vectors = self.encoder.all_items()
+        return self.item_vectors
 
     def chunk(self, lo: int, hi: int) -> Tensor:
-        return self.scorer(self.users, self.item_vectors[lo:hi])
+        return self.scorer(self.users, self._all()[lo:hi])
 
     def items(self, ids: Tensor) -> Tensor:
-        return self.scorer(self.users, self.item_vectors[ids])
+        vectors = self.encoder(ids) if self.item_vectors is None and self.encoder is not None else self._all()[ids]
+        return self.scorer(self.users, vectors)
 
 
 def rank_full(
@@ -233,21 +245,15 @@ def gini(counts: Tensor) -> Tensor:
 def evaluate_popularity(
     datamodule, stage: str = "test", metrics: Sequence[str] = ("HR", "NDCG", "MRR"), ks: Sequence[int] = (10,)
 ) -> dict[str, float]:
-    """The most-popular baseline under the data module's own protocol: every user gets the
-    training popularity as scores (seen items masked, or the same candidate lists)."""
-    from .plugins import get_component
+    """The most-popular baseline under the data module's own protocol (seen items masked, or
+    the same candidate lists): :class:`~attnrec.baselines.PopularityRecommender`, evaluated
+    without a Trainer (``trainer.test`` gives the same figures)."""
+    from .baselines import PopularityRecommender
 
     datamodule.setup(stage)
-    catalog = datamodule.catalog
-    evaluator = RankingEvaluator([get_component("metrics", m)() for m in metrics], ks, catalog.num_items)
-    popularity = catalog.popularity.double().unsqueeze(1)  # [N + 1, 1]
+    model = PopularityRecommender(datamodule.catalog, metrics=metrics, ks=ks).eval()
     loader = datamodule.val_dataloader() if stage == "val" else datamodule.test_dataloader()
-    for batch in loader:
-        users = torch.ones(batch["history"].shape[0], 1, dtype=torch.float64)
-        scoring = VectorScoring(users, popularity, DotScorer())
-        if "candidates" in batch:
-            ranking = rank_candidates(scoring.items(batch["candidates"]), batch["candidates"], batch["labels"], max(ks))
-        else:
-            ranking = rank_full(scoring, catalog.num_items + 1, batch["targets"], batch.get("seen"), max(ks))
-        evaluator.update(ranking)
-    return {name: float(value) for name, value in evaluator.compute().items()}
+    with torch.no_grad():
+        for batch in loader:
+            model.evaluate_batch(batch)
+    return model.evaluation_results()

@@ -3,47 +3,65 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import sys
 import warnings
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Callable, Literal, NamedTuple, Sequence
 
 import lightning as L
 import torch
-import torch.nn.functional as F
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from torch import Tensor
 
-from .evaluation import Ranking, RankingEvaluator, Scoring, VectorScoring, rank_candidates, rank_full
 from .encoders import IdItemEncoder, TransformerUserEncoder
-from .interfaces import Batch, ItemCatalog, ItemEncoder, RecDataModule, Scorer, UserEncoder, UserEncoding
+from .evaluation import Ranking, RankingEvaluator, Scoring, VectorScoring, rank_candidates, rank_full
+from .interfaces import Batch, ItemCatalog, ItemEncoder, Loss, RecDataModule, Scorer, UserEncoder, UserEncoding
+from .losses import CrossEntropyLoss
 from .scorers import DotScorer
 
 # The evaluator's figures are already reduced across processes (float64 sums), so they are
 # logged without sync_dist; Lightning's advice to sync them would only average equal values.
 warnings.filterwarnings("ignore", message=r"It is recommended to use `self\.log\('(val|test)/")
 
-Loss = Literal["ce", "sampled_softmax", "bce", "bpr"]
 ItemEncoderFactory = Callable[[ItemCatalog, int], ItemEncoder]
 """Builds the item encoder from ``(catalog, dim)``: a class or a ``functools.partial`` of one
 (in YAML, ``class_path`` + ``init_args`` without those two)."""
 UserEncoderFactory = Callable[[int], UserEncoder]
-"""Builds the user encoder from ``dim``."""
+"""Builds the user encoder from ``dim`` (and the data's ``max_len`` when it takes one)."""
 ScorerFactory = Callable[[int], Scorer]
 """Builds the scorer from ``dim``."""
+LossFactory = Callable[[], Loss]
+"""Builds the loss: a :class:`~attnrec.interfaces.Loss` class or a partial of one."""
+
+
+class Examples(NamedTuple):
+    """The training examples of a batch: one per (row, history position) with a target."""
+
+    rows: Tensor  # [M] batch row
+    positions: Tensor  # [M] history position (the last one for encoders without all_positions)
+    positive: Tensor  # [M] target item id
+    negatives: Tensor | None  # [M, K] sampled items, when the data provides them
 
 
 class Recommender(L.LightningModule):
     """Composes encoders and a scorer with a loss, AdamW and a warm-up/cosine schedule.
 
-    Components are given as factories that receive what the data decides (the ``catalog``,
-    linked from the data module by the CLI) and the one shared width ``dim``, so a config
-    cannot build an item encoder and a user encoder of different widths.
+    Components are given as factories that receive what the data decides (the ``catalog`` and
+    ``max_len``, linked from the data module by the CLI) and the one shared width ``dim``, so a
+    config cannot build an item encoder and a user encoder of different widths, nor set the
+    history length twice.
 
-    Losses: ``ce`` (softmax over the whole catalogue), ``sampled_softmax`` (target against the
-    batch's ``negatives``, log-q corrected when the sampler provides ``negatives_logq``), ``bce``
-    (target vs. each negative, SASRec's paper loss) and ``bpr``. The three sampled losses need a
-    data module with ``num_negatives >= 1``. Causal sequence encoders train on every position.
+    ``loss`` is a :class:`~attnrec.interfaces.Loss` (by class name on the CLI:
+    ``--model.loss=SampledSoftmaxLoss``): ``CrossEntropyLoss`` over the catalogue, or a sampled
+    one (``SampledSoftmaxLoss``, ``BCELoss``, ``BPRLoss``, ``GBCELoss``) that needs a data
+    module with ``num_negatives >= 1``. Causal sequence encoders train on every position.
+
+    Training and evaluation score items through one object, :meth:`scoring`; a target-aware
+    model overrides only that. The public hooks a subclass may override instead of the
+    training step: :meth:`training_examples`, :meth:`example_weights`,
+    :meth:`candidate_items`, :meth:`regularization`, :meth:`evaluate_batch` and
+    :meth:`evaluation_results`.
 
     Validation/test rank every catalogue item with seen items masked (``full``), or the batch's
     ``candidates`` (sampled negatives or impressions) when the data provides them.
@@ -56,7 +74,7 @@ class Recommender(L.LightningModule):
         item_encoder: ItemEncoderFactory = IdItemEncoder,
         user_encoder: UserEncoderFactory = TransformerUserEncoder,
         scorer: ScorerFactory = DotScorer,
-        loss: Loss = "ce",
+        loss: LossFactory | str = CrossEntropyLoss,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         warmup_steps: int = 0,
@@ -64,6 +82,7 @@ class Recommender(L.LightningModule):
         metrics: Sequence[str] = ("HR", "NDCG", "MRR", "Recall", "AUC"),
         ks: Sequence[int] = (10, 20),
         item_chunk_size: int = 65536,
+        max_len: int | None = None,
     ) -> None:
         super().__init__()
         # The catalog travels in the checkpoint on its own (see on_save_checkpoint): it holds
@@ -71,12 +90,18 @@ class Recommender(L.LightningModule):
         self.save_hyperparameters(ignore=["catalog"])
         self.catalog = catalog
         self.item_encoder = item_encoder(catalog, dim)
-        self.user_encoder = user_encoder(dim)
+        self.user_encoder = build_user_encoder(user_encoder, dim, max_len)
         self.scorer = scorer(dim)
-        self.loss_name = loss
-        self.ks = sorted(set(ks))
         from .plugins import get_component
 
+        self.loss = (get_component("losses", loss) if isinstance(loss, str) else loss)()
+        if not isinstance(self.loss, Loss):
+            raise TypeError(f"loss must build an attnrec Loss, got {type(self.loss).__name__}")
+        self.loss.bind(catalog.num_items)
+        # kept as attributes: a subclass's own save_hyperparameters() records its signature only
+        self.lr, self.weight_decay, self.warmup_steps, self.schedule = lr, weight_decay, warmup_steps, schedule
+        self.item_chunk_size = item_chunk_size
+        self.ks = sorted(set(ks))
         self.metric_objects = [get_component("metrics", name)() for name in metrics]
         self.evaluator = self._evaluator(None)
         self.protocol: dict[str, str] = {}
@@ -119,58 +144,82 @@ class Recommender(L.LightningModule):
         return self.scorer(users, items)
 
     # -------------------------------------------------------------- training
-    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        all_positions = self.user_encoder.all_positions
-        users = self.encode_users(batch, all_positions=all_positions).vectors
-        target = batch["target"] if all_positions else batch["target"][:, -1]
-        valid = target != 0
-        users, target = users[valid], target[valid]
+    def training_examples(self, batch: Batch) -> Examples:
+        """Which (row, position) pairs of a training batch are examples: every position with a
+        target for all-position (causal) encoders, else the last one."""
+        target = batch["target"]
+        if self.user_encoder.all_positions:
+            rows, positions = (target != 0).nonzero(as_tuple=True)
+        else:
+            rows = (target[:, -1] != 0).nonzero().flatten()
+            positions = torch.full_like(rows, target.shape[1] - 1)
         negatives = batch.get("negatives")
-        if negatives is not None:
-            negatives = negatives if all_positions else negatives[:, -1]
-            negatives = negatives[valid]
-        loss = self._loss(users, target, negatives, batch, valid)
-        self.log("train/loss", loss, prog_bar=True, batch_size=int(valid.sum()))
-        return loss
+        return Examples(rows, positions, target[rows, positions], None if negatives is None else negatives[rows, positions])
 
-    def _loss(self, users: Tensor, target: Tensor, negatives: Tensor | None, batch: Batch, valid: Tensor) -> Tensor:
-        if self.loss_name == "ce":
-            logits = self.score(users, self.item_encoder.all_items())
-            logits[:, 0] = float("-inf")
-            return F.cross_entropy(logits, target)
-        if negatives is None:
+    def example_weights(self, batch: Batch, examples: Examples) -> Tensor | None:
+        """Per-example loss weights ``[M]``: the batch's ``target_weight [B, L]`` when it has one
+        (graded relevance such as a watch ratio), else None (a plain mean)."""
+        weight = batch.get("target_weight")
+        return None if weight is None else weight[examples.rows, examples.positions].float()
+
+    def candidate_items(self) -> Tensor | None:
+        """``[N + 1]`` bool of the items that may be training candidates (None: every item but
+        padding). An item left out is never a negative, nor a column of the softmax."""
+        return None
+
+    def regularization(self, batch: Batch, examples: Examples) -> Tensor | float:
+        """A term added to the batch's loss (e.g. an L2 penalty on the embeddings used)."""
+        return 0.0
+
+    def candidate_logits(self, batch: Batch, examples: Examples) -> tuple[Tensor, Tensor, Tensor]:
+        """``(logits [M, C], positive [M], mask [M, C])`` for the loss: the whole catalogue or the
+        positive plus sampled negatives (log-Q corrected when the loss asks for it), scored
+        through :meth:`scoring` like evaluation."""
+        scoring = self.scoring(batch, examples)
+        allowed = self.candidate_items()
+        if allowed is None:
+            allowed = torch.ones(self.catalog.num_items + 1, dtype=torch.bool, device=examples.positive.device)
+        allowed = allowed.clone()
+        allowed[0] = False
+        if self.loss.candidates == "catalog":
+            logits = scoring.chunk(0, self.catalog.num_items + 1)
+            return logits, examples.positive, allowed.expand_as(logits)
+        if examples.negatives is None:
             raise ValueError(
-                f"loss={self.loss_name!r} needs sampled negatives in the batch; set the data module's "
-                "num_negatives to at least 1 (or use loss='ce')"
+                f"{type(self.loss).__name__} learns from sampled negatives, and the batch has none: set the data "
+                "module's num_negatives to at least 1 (or use loss=CrossEntropyLoss)"
             )
-        pos = self.score(users, self.item_encoder(target).unsqueeze(-2)).squeeze(-1)  # [M]
-        neg = self.score(users, self.item_encoder(negatives))  # [M, K]
-        if self.loss_name == "sampled_softmax":
-            if "negatives_logq" in batch:
-                logq = batch["negatives_logq"]
-                logq = (logq if self.user_encoder.all_positions else logq[:, -1])[valid]
-                neg = neg - logq
-                tlogq = batch["target_logq"]
-                pos = pos - (tlogq if self.user_encoder.all_positions else tlogq[:, -1])[valid]
-            neg = neg.masked_fill(negatives == target.unsqueeze(-1), float("-inf"))  # accidental hits
-            logits = torch.cat([pos.unsqueeze(-1), neg], dim=-1)
-            return F.cross_entropy(logits, torch.zeros_like(target))
-        if self.loss_name == "bce":
-            return F.softplus(-pos).mean() + F.softplus(neg).mean(dim=-1).mean()
-        if self.loss_name == "bpr":
-            return F.softplus(-(pos.unsqueeze(-1) - neg)).mean()
-        raise ValueError(f"unknown loss {self.loss_name!r}; choose ce, sampled_softmax, bce or bpr")
+        ids = torch.cat([examples.positive.unsqueeze(1), examples.negatives], dim=1)  # [M, 1 + K]
+        logits = scoring.items(ids)
+        mask = allowed[ids] & (ids != examples.positive.unsqueeze(1))  # accidental hits are no negatives
+        mask[:, 0] = True
+        if self.loss.log_q_correction and "negatives_logq" in batch:
+            logq = torch.cat([batch["target_logq"].unsqueeze(-1), batch["negatives_logq"]], dim=-1)
+            logits = logits - logq[examples.rows, examples.positions]
+        return logits, torch.zeros_like(examples.positive), mask
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        examples = self.training_examples(batch)
+        per_example = self.loss(*self.candidate_logits(batch, examples))
+        weights = self.example_weights(batch, examples)
+        if weights is None:
+            loss = per_example.mean()
+        else:
+            loss = (per_example * weights).sum() / weights.sum().clamp(min=1e-12)
+        loss = loss + self.regularization(batch, examples)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(examples.rows))
+        return loss
 
     def configure_optimizers(self) -> Any:
         decay = [p for p in self.parameters() if p.requires_grad and p.dim() >= 2]
         no_decay = [p for p in self.parameters() if p.requires_grad and p.dim() < 2]
         optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": self.hparams.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=self.hparams.lr,
+            [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=self.lr,
         )
-        warmup = self.hparams.warmup_steps
+        warmup = self.warmup_steps
         total = self.trainer.estimated_stepping_batches if self._trainer is not None else math.inf
-        cosine = self.hparams.schedule == "cosine" and math.isfinite(total)
+        cosine = self.schedule == "cosine" and math.isfinite(total)
 
         def factor(step: int) -> float:
             if step < warmup:
@@ -187,8 +236,14 @@ class Recommender(L.LightningModule):
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if isinstance(datamodule, RecDataModule):
+            if self.loss.candidates == "sampled" and getattr(datamodule, "num_negatives", None) == 0:
+                rank_zero_warn(
+                    f"{type(self.loss).__name__} learns from sampled negatives and {type(datamodule).__name__} has "
+                    "num_negatives=0: drawing 1 per target (set --data.init_args.num_negatives to choose)"
+                )
+                datamodule.num_negatives = 1
             self.evaluator = self._evaluator(datamodule)
-            self.protocol = dict(datamodule.protocol) | {"loss": self.loss_name}
+            self.protocol = dict(datamodule.protocol) | {"model": type(self).__name__, "loss": type(self.loss).__name__}
 
     def _evaluator(self, datamodule: RecDataModule | None) -> RankingEvaluator:
         return RankingEvaluator(
@@ -199,10 +254,18 @@ class Recommender(L.LightningModule):
             popularity=self.catalog.popularity,
         )
 
-    def scoring(self, batch: Batch) -> Scoring:
-        """How this model scores items for a batch's users. Target-aware models (DIN, BST),
-        whose user representation depends on the item, override this."""
-        return VectorScoring(self.encode_users(batch).vectors, self.item_encoder.all_items(), self.scorer)
+    def scoring(self, batch: Batch, examples: Examples | None = None) -> Scoring:
+        """How this model scores items for a batch's users (evaluation), or for the users as of
+        each training example's position (``examples``). Target-aware models (DIN, BST), whose
+        user representation depends on the item, override this; training and evaluation both
+        go through it."""
+        if examples is None:
+            users = self.encode_users(batch).vectors
+        elif self.user_encoder.all_positions:
+            users = self.encode_users(batch, all_positions=True).vectors[examples.rows, examples.positions]
+        else:
+            users = self.encode_users(batch).vectors[examples.rows]
+        return VectorScoring(users, self.item_encoder, self.scorer)
 
     def rank(self, batch: Batch) -> Ranking:
         """Rank the batch's candidates, or the whole catalogue with seen items masked."""
@@ -211,21 +274,30 @@ class Recommender(L.LightningModule):
         if "candidates" in batch:
             return rank_candidates(scoring.items(batch["candidates"]), batch["candidates"], batch["labels"], k)
         return rank_full(
-            scoring, self.catalog.num_items + 1, batch["targets"], batch.get("seen"), k, self.hparams.item_chunk_size
+            scoring, self.catalog.num_items + 1, batch["targets"], batch.get("seen"), k, self.item_chunk_size
         )
 
-    def _eval_step(self, batch: Batch) -> None:
-        self.evaluator.update(self.rank(batch), batch.get("user"))
+    def evaluate_batch(self, batch: Batch) -> Ranking:
+        """Rank one evaluation batch and add it to the metrics; a subclass with metrics of its
+        own (graded gains, say) extends this and :meth:`evaluation_results`."""
+        ranking = self.rank(batch)
+        self.evaluator.update(ranking, batch.get("user"))
+        return ranking
 
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self._eval_step(batch)
-
-    def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self._eval_step(batch)
-
-    def _log_evaluation(self, stage: str) -> dict[str, float]:
+    def evaluation_results(self) -> dict[str, float]:
+        """The metrics gathered since the last call (exact across processes), then reset."""
         results = {name: float(value) for name, value in self.evaluator.compute().items()}
         self.evaluator.reset()
+        return results
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self.evaluate_batch(batch)
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self.evaluate_batch(batch)
+
+    def _log_evaluation(self, stage: str) -> dict[str, float]:
+        results = self.evaluation_results()
         self.log_dict({f"{stage}/{name}": value for name, value in results.items()}, sync_dist=False)
         return results
 
@@ -260,7 +332,7 @@ class Recommender(L.LightningModule):
         scoring = self.scoring(batch)
         seen = batch.get("seen", batch["history"]) if exclude_seen else None
         no_targets = batch["history"].new_zeros(batch["history"].shape[0], 0)
-        top = rank_full(scoring, self.catalog.num_items + 1, no_targets, seen, k, self.hparams.item_chunk_size).topk
+        top = rank_full(scoring, self.catalog.num_items + 1, no_targets, seen, k, self.item_chunk_size).topk
         return top, scoring.items(top).masked_fill(top == 0, float("-inf"))
 
     @torch.no_grad()
@@ -271,6 +343,30 @@ class Recommender(L.LightningModule):
     def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
         items, scores = self.recommend(batch, k=max(self.ks))
         return {"user": batch["user"], "items": items, "scores": scores}
+
+
+def build_user_encoder(factory: UserEncoderFactory, dim: int, max_len: int | None) -> UserEncoder:
+    """The user encoder, given the data's ``max_len`` when it takes one: the history length is
+    set once, on the data. A different value in the encoder's own spec (other than its
+    signature's default, which config parsers spell out) is overridden with a warning."""
+    if max_len is None or "max_len" not in _parameters(factory):
+        return factory(dim)
+    given = factory.keywords.get("max_len") if isinstance(factory, functools.partial) else None
+    target = factory.func if isinstance(factory, functools.partial) else factory
+    default = inspect.signature(target).parameters["max_len"].default if isinstance(target, type) else None
+    if given is not None and given not in (max_len, default):
+        rank_zero_warn(
+            f"the user encoder's max_len={given} is replaced by the data's max_len={max_len}: set it once, on the "
+            "data (--data.init_args.max_len)"
+        )
+    return factory(dim, max_len=max_len)  # type: ignore[call-arg]
+
+
+def _parameters(factory: Callable[..., Any]) -> set[str]:
+    try:
+        return set(inspect.signature(factory).parameters)
+    except (TypeError, ValueError):
+        return set()
 
 
 def to_spec(value: Any) -> Any:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Literal, Sequence
+from typing import Any
 
 from attnrec import ItemCatalog, Recommender
 from attnrec.attention import MultiHeadAttention
@@ -19,44 +19,33 @@ class SASRec(Recommender):
     what the paper's left-padded positions amount to); causal multi-head self-attention blocks
     ``x + Dropout(g(LayerNorm(x)))`` (the paper's own pre-LN formula), a point-wise feed-forward
     of width ``dim`` (``ffn_dim=0``); dropout on the embeddings and both residual branches; a
-    final LayerNorm; every position is trained at once.
+    final LayerNorm; every position is trained at once. ``max_len`` comes from the data.
 
-    ``loss="bce"`` is the paper's objective (target vs one sampled negative per position: set the
-    data module's ``num_negatives: 1``); ``loss="ce"`` is the full-softmax cross-entropy that
-    later work found stronger. Deviations, kept because the core encoder is shared: the
-    feed-forward uses GELU instead of ReLU, and the embeddings are not scaled by ``sqrt(dim)``
-    (the official code does this; the paper does not).
+    ``loss=BCELoss`` is the paper's objective (target vs one sampled negative per position: set
+    the data module's ``num_negatives: 1``); the default ``CrossEntropyLoss`` is the full softmax
+    that later work found stronger, ``GBCELoss`` the calibrated BCE of gSASRec. The other
+    arguments are :class:`~attnrec.Recommender`'s. Deviations, kept because the core encoder is
+    shared: the feed-forward uses GELU instead of ReLU, and the embeddings are not scaled by
+    ``sqrt(dim)`` (the official code does this; the paper does not).
     """
 
     def __init__(
         self,
         catalog: ItemCatalog,
-        dim: int = 64,
         num_layers: int = 2,
         num_heads: int = 2,
-        max_len: int = 50,
         dropout: float = 0.2,
         attention_dropout: float = 0.0,
         ffn_dim: int = 0,
-        loss: Literal["ce", "bce", "sampled_softmax", "bpr"] = "ce",
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        warmup_steps: int = 0,
-        schedule: Literal["cosine", "constant"] = "cosine",
-        metrics: Sequence[str] = ("HR", "NDCG", "MRR", "Recall", "AUC"),
-        ks: Sequence[int] = (10, 20),
-        item_chunk_size: int = 65536,
+        dim: int = 64,
+        **kwargs: Any,
     ) -> None:
         attention = functools.partial(MultiHeadAttention, num_heads=num_heads, dropout=attention_dropout)
         user_encoder = functools.partial(
-            TransformerUserEncoder, num_layers=num_layers, max_len=max_len, dropout=dropout,
-            ffn_dim=ffn_dim or dim, causal=True, attention=attention,
+            TransformerUserEncoder, num_layers=num_layers, dropout=dropout, ffn_dim=ffn_dim or dim, causal=True,
+            attention=attention,
         )  # fmt: skip
-        super().__init__(
-            catalog, dim, item_encoder=IdItemEncoder, user_encoder=user_encoder, scorer=DotScorer, loss=loss, lr=lr,
-            weight_decay=weight_decay, warmup_steps=warmup_steps, schedule=schedule, metrics=metrics, ks=ks,
-            item_chunk_size=item_chunk_size,
-        )  # fmt: skip
+        super().__init__(catalog, dim, item_encoder=IdItemEncoder, user_encoder=user_encoder, scorer=DotScorer, **kwargs)
         # Record SASRec's own arguments (not the factories built from them), so a checkpoint
         # rebuilds SASRec(**hparams).
         self.save_hyperparameters(ignore=["catalog"])

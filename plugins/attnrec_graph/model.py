@@ -7,8 +7,8 @@ from typing import Any, Literal, NamedTuple, Sequence
 
 import torch
 from attnrec.interfaces import Batch, ItemCatalog
-from attnrec.model import ItemEncoderFactory, Loss, Recommender, ScorerFactory, UserEncoderFactory
-from attnrec.scorers import DotScorer
+from attnrec.losses import BPRLoss
+from attnrec.model import Examples, ItemEncoderFactory, LossFactory, Recommender, UserEncoderFactory
 from torch import Tensor
 
 from .encoders import EdgeAttention, GraphEncoder, GraphUserEncoder, LightGCNEncoder
@@ -29,32 +29,28 @@ class GraphRecommender(Recommender):
 
     Propagation runs once per training step and once per evaluation epoch (the encoder caches
     it). ``reg`` is LightGCN's L2 penalty on the layer-0 embeddings of each batch's users,
-    positives and negatives (``reg / 2 * ||.||^2`` averaged over the batch), applied on top of
-    the core losses (``bpr`` by default; ``sampled_softmax`` and ``bce`` work too; ``ce``
-    scores the whole catalogue per step). Sampled losses need ``num_negatives >= 1`` in the data.
-    Evaluation ranks all items with the user's training items masked (the core's ``seen``).
+    positives and negatives (``reg / 2 * ||.||^2`` averaged over the batch), added through
+    :meth:`regularization` to any core loss (``BPRLoss`` by default; ``SampledSoftmaxLoss``,
+    ``BCELoss`` and ``GBCELoss`` work too; ``CrossEntropyLoss`` scores the whole catalogue per
+    step). Sampled losses need ``num_negatives >= 1`` in the data. Evaluation ranks all items
+    with the user's training items masked (the core's ``seen``). Other arguments are
+    :class:`~attnrec.Recommender`'s.
     """
 
     def __init__(
         self,
         catalog: ItemCatalog,
-        dim: int = 64,
         item_encoder: ItemEncoderFactory = LightGCNEncoder,
         user_encoder: UserEncoderFactory = GraphUserEncoder,
-        scorer: ScorerFactory = DotScorer,
-        loss: Loss = "bpr",
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
+        loss: LossFactory | str = BPRLoss,
         reg: float = 1e-4,
-        warmup_steps: int = 0,
         schedule: Literal["cosine", "constant"] = "constant",
         metrics: Sequence[str] = ("Recall", "NDCG", "HR", "MRR"),
-        ks: Sequence[int] = (10, 20),
-        item_chunk_size: int = 65536,
+        **kwargs: Any,
     ) -> None:
         super().__init__(
-            catalog, dim, item_encoder, user_encoder, scorer, loss, lr, weight_decay, warmup_steps, schedule,
-            metrics, ks, item_chunk_size,
+            catalog, item_encoder=item_encoder, user_encoder=user_encoder, loss=loss, schedule=schedule,
+            metrics=metrics, **kwargs,
         )  # fmt: skip
         if not isinstance(self.item_encoder, GraphEncoder):
             raise TypeError(
@@ -86,15 +82,15 @@ class GraphRecommender(Recommender):
     def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
         self.graph.clear()  # one fresh propagation per step, shared by users, positives and negatives
 
-    def _loss(self, users: Tensor, target: Tensor, negatives: Tensor | None, batch: Batch, valid: Tensor) -> Tensor:
-        loss = super()._loss(users, target, negatives, batch, valid)
+    def regularization(self, batch: Batch, examples: Examples) -> Tensor | float:
         if self.reg <= 0:
-            return loss
-        user_ids = batch["user"].view(-1, *([1] * (valid.dim() - 1))).expand_as(valid)[valid]
-        items = target if negatives is None else torch.cat([target.unsqueeze(-1), negatives], dim=-1)
-        ego_users, ego_items = self.graph.ego(user_ids, items)
-        penalty = ego_users.pow(2).sum(-1) + ego_items.pow(2).sum(-1).reshape(len(user_ids), -1).sum(-1)
-        return loss + self.reg * 0.5 * penalty.mean()
+            return 0.0
+        items = examples.positive.unsqueeze(-1)
+        if examples.negatives is not None:
+            items = torch.cat([items, examples.negatives], dim=-1)
+        ego_users, ego_items = self.graph.ego(batch["user"][examples.rows], items)
+        penalty = ego_users.pow(2).sum(-1) + ego_items.pow(2).sum(-1).reshape(len(examples.rows), -1).sum(-1)
+        return self.reg * 0.5 * penalty.mean()
 
     # ------------------------------------------------------------ evaluation
     def on_validation_epoch_start(self) -> None:

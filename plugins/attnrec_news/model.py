@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import torch
 from torch import Tensor
 
 from attnrec.interfaces import Batch, ItemCatalog
-from attnrec.model import ItemEncoderFactory, Loss, Recommender, ScorerFactory, UserEncoderFactory
-from attnrec.scorers import DotScorer
+from attnrec.losses import SampledSoftmaxLoss
+from attnrec.model import ItemEncoderFactory, LossFactory, Recommender, UserEncoderFactory
 
 from .encoders import NRMSNewsEncoder, NRMSUserEncoder
 
@@ -17,7 +17,8 @@ from .encoders import NRMSNewsEncoder, NRMSUserEncoder
 class NRMS(Recommender):
     """NRMS: word-level then click-level multi-head self-attention with additive pooling, a
     dot scorer and a softmax over each click and ``npratio`` non-clicked news of its impression
-    (``sampled_softmax`` over the data's ``negatives``). MIND's metrics by default.
+    (``SampledSoftmaxLoss`` over the data's ``negatives``). MIND's metrics by default; the
+    other arguments are :class:`~attnrec.Recommender`'s.
 
     Swap ``item_encoder`` for :class:`~attnrec_news.encoders.PLMNewsEncoder` to read titles
     with a pretrained language model.
@@ -29,19 +30,15 @@ class NRMS(Recommender):
         dim: int = 128,
         item_encoder: ItemEncoderFactory = NRMSNewsEncoder,
         user_encoder: UserEncoderFactory = NRMSUserEncoder,
-        scorer: ScorerFactory = DotScorer,
-        loss: Loss = "sampled_softmax",
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        warmup_steps: int = 0,
+        loss: LossFactory | str = SampledSoftmaxLoss,
         schedule: Literal["cosine", "constant"] = "constant",
         metrics: Sequence[str] = ("AUC", "MINDMRR", "NDCG"),
         ks: Sequence[int] = (5, 10),
-        item_chunk_size: int = 65536,
+        **kwargs: Any,
     ) -> None:
         super().__init__(
-            catalog, dim, item_encoder, user_encoder, scorer, loss, lr, weight_decay, warmup_steps, schedule,
-            metrics, ks, item_chunk_size,
+            catalog, dim=dim, item_encoder=item_encoder, user_encoder=user_encoder, loss=loss, schedule=schedule,
+            metrics=metrics, ks=ks, **kwargs,
         )  # fmt: skip
 
     @torch.no_grad()

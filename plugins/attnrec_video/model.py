@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import Metric
 
-from attnrec.encoders import IdItemEncoder, TransformerUserEncoder
+from attnrec.evaluation import Ranking
 from attnrec.interfaces import Batch, ItemCatalog
-from attnrec.model import ItemEncoderFactory, Loss, Recommender, ScorerFactory, UserEncoderFactory
-from attnrec.scorers import DotScorer
+from attnrec.model import Examples, Recommender
 
 
 class WatchNDCG(Metric):
@@ -56,37 +54,19 @@ class VideoRecommender(Recommender):
     ``watch_weight``: each training target's loss is weighted by its relevance (the batch's
     ``target_weight``, the clipped watch ratio from :class:`~attnrec_video.VideoDataModule`)
     raised to this power: 0 trains on every watch alike, 1 weighs a watch by how much of
-    the video was seen, so a skip after a second barely counts. Weights are normalised over
-    the batch, so the loss scale does not depend on them.
+    the video was seen, so a skip after a second barely counts. The core normalises weights
+    over the batch, so the loss scale does not depend on them.
 
     ``warm_negatives_only``: videos without training interactions are left out of the
     softmax and the negatives. In training they would only ever appear as negatives, and the
-    model would learn to push exactly the cold-start videos down.
+    model would learn to push exactly the cold-start videos down. Other arguments are
+    :class:`~attnrec.Recommender`'s.
     """
 
     def __init__(
-        self,
-        catalog: ItemCatalog,
-        dim: int = 64,
-        item_encoder: ItemEncoderFactory = IdItemEncoder,
-        user_encoder: UserEncoderFactory = TransformerUserEncoder,
-        scorer: ScorerFactory = DotScorer,
-        loss: Loss = "ce",
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        warmup_steps: int = 0,
-        schedule: str = "cosine",
-        metrics: Sequence[str] = ("HR", "NDCG", "MRR", "Recall", "AUC"),
-        ks: Sequence[int] = (10, 20),
-        item_chunk_size: int = 65536,
-        watch_weight: float = 1.0,
-        warm_negatives_only: bool = True,
+        self, catalog: ItemCatalog, watch_weight: float = 1.0, warm_negatives_only: bool = True, **kwargs: Any
     ) -> None:
-        super().__init__(
-            catalog, dim=dim, item_encoder=item_encoder, user_encoder=user_encoder, scorer=scorer, loss=loss, lr=lr,
-            weight_decay=weight_decay, warmup_steps=warmup_steps, schedule=schedule, metrics=metrics, ks=ks,  # type: ignore[arg-type]
-            item_chunk_size=item_chunk_size,
-        )  # fmt: skip
+        super().__init__(catalog, **kwargs)
         if watch_weight < 0:
             raise ValueError(f"VideoRecommender: watch_weight={watch_weight} must be >= 0 (0 = unweighted)")
         self.watch_weight = watch_weight
@@ -95,60 +75,26 @@ class VideoRecommender(Recommender):
         self.watch_ndcg = WatchNDCG(self.ks)
 
     # ------------------------------------------------------------ training
-    def _loss(self, users: Tensor, target: Tensor, negatives: Tensor | None, batch: Batch, valid: Tensor) -> Tensor:
-        per_example = self._per_example_loss(users, target, negatives, batch, valid)
-        weight = batch.get("target_weight")
+    def example_weights(self, batch: Batch, examples: Examples) -> Tensor | None:
+        weight = super().example_weights(batch, examples)
         if weight is None or self.watch_weight == 0:
-            return per_example.mean()
-        weight = (weight if self.user_encoder.all_positions else weight[:, -1])[valid].to(per_example) ** self.watch_weight
-        return (per_example * weight).sum() / weight.sum().clamp(min=1e-8)
+            return None
+        return weight**self.watch_weight
 
-    def _per_example_loss(
-        self, users: Tensor, target: Tensor, negatives: Tensor | None, batch: Batch, valid: Tensor
-    ) -> Tensor:
-        """The core's losses, one value per target (``[M]``), cold videos left out as negatives."""
-        excluded = ~self.warm if self.warm_negatives_only else torch.zeros_like(self.warm)
-        excluded = excluded.clone()
-        excluded[0] = True
-        if self.loss_name == "ce":
-            logits = self.score(users, self.item_encoder.all_items())
-            logits = logits.masked_fill(excluded, float("-inf"))
-            return F.cross_entropy(logits, target, reduction="none")
-        if negatives is None:
-            raise ValueError(
-                f"loss={self.loss_name!r} needs sampled negatives in the batch; set the data module's "
-                "num_negatives to at least 1 (or use loss='ce')"
-            )
-        pos = self.score(users, self.item_encoder(target).unsqueeze(-2)).squeeze(-1)  # [M]
-        neg = self.score(users, self.item_encoder(negatives))  # [M, K]
-        usable = ~excluded[negatives] & (negatives != target.unsqueeze(-1))
-        if self.loss_name == "sampled_softmax":
-            if "negatives_logq" in batch:
-                pick = (lambda x: x) if self.user_encoder.all_positions else (lambda x: x[:, -1])
-                neg = neg - pick(batch["negatives_logq"])[valid]
-                pos = pos - pick(batch["target_logq"])[valid]
-            logits = torch.cat([pos.unsqueeze(-1), neg.masked_fill(~usable, float("-inf"))], dim=-1)
-            return F.cross_entropy(logits, torch.zeros_like(target), reduction="none")
-        count = usable.sum(-1).clamp(min=1)
-        if self.loss_name == "bce":
-            return F.softplus(-pos) + (F.softplus(neg) * usable).sum(-1) / count
-        if self.loss_name == "bpr":
-            return (F.softplus(-(pos.unsqueeze(-1) - neg)) * usable).sum(-1) / count
-        raise ValueError(f"unknown loss {self.loss_name!r}; choose ce, sampled_softmax, bce or bpr")
+    def candidate_items(self) -> Tensor | None:
+        return self.warm if self.warm_negatives_only else None
 
     # ---------------------------------------------------------- evaluation
-    def _eval_step(self, batch: Batch) -> None:
-        ranking = self.rank(batch)
-        self.evaluator.update(ranking, batch.get("user"))
+    def evaluate_batch(self, batch: Batch) -> Ranking:
+        ranking = super().evaluate_batch(batch)
         gains = batch.get("candidate_gain" if "candidates" in batch else "target_gain")
         if gains is not None:
             self.watch_ndcg.update(ranking.ranks, gains)
+        return ranking
 
-    def _log_evaluation(self, stage: str) -> dict[str, float]:
-        results = super()._log_evaluation(stage)
+    def evaluation_results(self) -> dict[str, float]:
+        results = super().evaluation_results()
         if self.watch_ndcg.update_count:
-            extra = {name: float(value) for name, value in self.watch_ndcg.compute().items()}
-            self.log_dict({f"{stage}/{name}": value for name, value in extra.items()}, sync_dist=False)
-            results |= extra
+            results |= {name: float(value) for name, value in self.watch_ndcg.compute().items()}
         self.watch_ndcg.reset()
         return results
