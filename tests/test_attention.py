@@ -180,8 +180,9 @@ def test_alibi_logits_are_scaled_dot_products_plus_the_recency_bias(factory: Cal
     torch.manual_seed(0)
     attention = factory("alibi")(D).eval()
     q, k, _ = _inputs(6)
-    heads = attention._heads
-    expected = heads(attention.q_proj(q)) @ heads(attention.k_proj(k)).transpose(-2, -1) / (D // 2) ** 0.5
+    query = attention.q_proj(q).view(B, LQ, 2, D // 2).transpose(1, 2)  # [B, H, Lq, D / H]
+    key = attention.k_proj(k).view(B, LK, 2, D // 2).transpose(1, 2)
+    expected = query @ key.transpose(-2, -1) / (D // 2) ** 0.5
     distance = (torch.arange(LK - LQ, LK)[:, None] - torch.arange(LK)[None, :]).abs()
     expected = expected - torch.tensor([2.0**-4, 2.0**-8])[:, None, None] * distance  # slopes 2^(-8h/H), H = 2
     torch.testing.assert_close(attention.logits(q, k), expected)
