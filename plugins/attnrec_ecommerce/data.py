@@ -10,19 +10,20 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import datasets
 import numpy as np
 import pandas as pd
 
 from attnrec.data import DataFormatError, InteractionDataModule, Loaded, cache_root, fetch, read_table
-from attnrec.data.interactions import SplitName
-from attnrec.data.sequences import Sampling
 
 SIDE_FIELDS = ("category", "brand", "price")
 TAOBAO_COLUMNS = ("user", "item", "category", "behavior", "timestamp")
 TAOBAO_BEHAVIORS = ("pv", "cart", "fav", "buy")
 TAOBAO_HOME = "https://tianchi.aliyun.com/dataset/649"
+TAOBAO_FIXED = ("columns", "sep", "table")
+"""Base arguments TaobaoDataModule fixes: its layout is Taobao's."""
 
 
 class EcommerceDataModule(InteractionDataModule):
@@ -37,45 +38,23 @@ class EcommerceDataModule(InteractionDataModule):
     fields), else from the log's rows (an item's first row wins). The catalog gets
     ``category`` and ``brand`` as integer codes (0 = unknown), ``price`` as a float (0 =
     unknown) and ``price_bucket``, its quantile bucket ``1..price_buckets`` (0 = unknown), so
-    models embed price like a category.
+    models embed price like a category. ``path``, ``columns``, ``sep``, ``items_path`` and
+    ``table`` are :class:`~attnrec.data.InteractionDataModule`'s arguments, read as above; the
+    split, window, sampling and loader arguments are :class:`~attnrec.data.SequenceDataModule`'s.
     """
 
     def __init__(
         self,
-        path: str | None = None,
-        columns: dict[str, str] | None = None,
-        sep: str | None = None,
-        items_path: str | None = None,
         item_columns: dict[str, str] | None = None,
         behaviors: list[str] | None = None,
         price_buckets: int = 10,
-        k_core: int = 0,
-        split: SplitName = "loo",
-        val_ratio: float = 0.1,
-        test_ratio: float = 0.1,
-        max_len: int = 50,
-        window_stride: int = 0,
-        batch_size: int = 128,
-        eval_batch_size: int = 256,
-        num_negatives: int = 0,
-        negative_sampling: Sampling = "uniform",
-        eval_negatives: int = 0,
-        eval_sampling: Sampling = "uniform",
-        num_workers: int = 0,
-        seed: int = 0,
-        table: datasets.Dataset | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            path=path, sep=sep, k_core=k_core, split=split, val_ratio=val_ratio, test_ratio=test_ratio,
-            max_len=max_len, window_stride=window_stride, batch_size=batch_size, eval_batch_size=eval_batch_size,
-            num_negatives=num_negatives, negative_sampling=negative_sampling, eval_negatives=eval_negatives,
-            eval_sampling=eval_sampling, num_workers=num_workers, seed=seed, table=table,
-        )  # fmt: skip
+        super().__init__(**kwargs)
         self.save_hyperparameters(ignore=["table"])
         if price_buckets < 1:
             raise ValueError(f"{type(self).__name__}: price_buckets must be at least 1, got {price_buckets}")
-        self.log_columns = dict(columns or {})
-        self.items_path, self.item_columns = items_path, dict(item_columns or {})
+        self.item_columns = dict(item_columns or {})
         self.behaviors = list(behaviors) if behaviors else None
         self.price_buckets = price_buckets
 
@@ -88,7 +67,7 @@ class EcommerceDataModule(InteractionDataModule):
             source, label = os.path.expanduser(self.path), self.path
         else:
             raise ValueError(f"{type(self).__name__}: give path= (a behaviour log file) or table= (a Dataset)")
-        frame = read_table(source, self.log_columns, sep=self.sep, extra=True).to_pandas()
+        frame = read_table(source, self.columns, sep=self.sep, extra=True).to_pandas()
         return frame, label
 
     def load(self) -> Loaded:
@@ -157,44 +136,25 @@ class TaobaoDataModule(EcommerceDataModule):
     fixed public address: give ``url`` (a mirror you trust) and it is downloaded once into
     ``root`` (default: the attnrec cache), checked against ``sha256`` when given, else against
     the digest recorded at first download. ``nrows`` reads the first rows only (the full file
-    holds 100 million). Malformed rows raise an error naming the file, line and column.
+    holds 100 million). Malformed rows raise an error naming the file, line and column. An
+    item table (``items_path``, ``item_columns``) and the split, window, sampling and loader
+    arguments are :class:`EcommerceDataModule`'s and :class:`~attnrec.data.SequenceDataModule`'s.
     """
 
     def __init__(
         self,
-        path: str | None = None,
         url: str | None = None,
         root: str | None = None,
         sha256: str | None = None,
         nrows: int | None = None,
         behaviors: list[str] | None = None,
-        price_buckets: int = 10,
-        k_core: int = 0,
-        split: SplitName = "loo",
-        val_ratio: float = 0.1,
-        test_ratio: float = 0.1,
-        max_len: int = 50,
-        window_stride: int = 0,
-        batch_size: int = 128,
-        eval_batch_size: int = 256,
-        num_negatives: int = 0,
-        negative_sampling: Sampling = "uniform",
-        eval_negatives: int = 0,
-        eval_sampling: Sampling = "uniform",
-        num_workers: int = 0,
-        seed: int = 0,
+        **kwargs: Any,
     ) -> None:
         unknown = sorted(set(behaviors or ()) - set(TAOBAO_BEHAVIORS))
         if unknown:
             raise ValueError(f"TaobaoDataModule: unknown behaviour {unknown[0]!r}; choose from {', '.join(TAOBAO_BEHAVIORS)}")
-        super().__init__(
-            path=path, behaviors=behaviors, price_buckets=price_buckets, k_core=k_core, split=split,
-            val_ratio=val_ratio, test_ratio=test_ratio, max_len=max_len, window_stride=window_stride,
-            batch_size=batch_size, eval_batch_size=eval_batch_size, num_negatives=num_negatives,
-            negative_sampling=negative_sampling, eval_negatives=eval_negatives, eval_sampling=eval_sampling,
-            num_workers=num_workers, seed=seed,
-        )  # fmt: skip
-        self.save_hyperparameters()
+        super().__init__(columns=None, sep=None, table=None, behaviors=behaviors, **kwargs)
+        self.save_hyperparameters(ignore=list(TAOBAO_FIXED))  # fixed here, so not arguments to rebuild it with
         self.url, self.root, self.sha256, self.nrows = url, root, sha256, nrows
 
     @property

@@ -11,57 +11,44 @@ from typing import Any
 
 import datasets
 import numpy as np
-import pandas as pd
-from attnrec.data import DataFormatError, EvalLists, InteractionDataModule, Loaded, SyntheticDataModule
+from attnrec.data import (
+    DataFormatError, EvalLists, InteractionDataModule, Loaded, SequenceDataModule, Split, SyntheticDataModule,
+)  # fmt: skip
+from attnrec.data.interactions import SplitName, sequences
 
 from .kg import KGStats, category_kg, kg_features, read_kg
+
+GIVEN_SPLIT = ("split", "val_ratio", "test_ratio")
+"""Base arguments LightGCNFilesDataModule fixes: its files are the split."""
 
 
 class KGDataModule(InteractionDataModule):
     """Interactions (any format ``InteractionDataModule`` reads) plus a knowledge graph from
     RecBole atomic files: ``kg_path`` (``head_id:token relation_id:token tail_id:token``) and
     ``link_path`` (``item_id:token entity_id:token``). The KG lands in the catalog as the
-    ``kg_entity``/``kg_relation`` features (see :mod:`attnrec_graph.kg`)."""
+    ``kg_entity``/``kg_relation`` features (see :mod:`attnrec_graph.kg`). Defaults to the
+    graph-CF protocol (random 70/10/20 split per user, one BPR negative); the other arguments
+    are :class:`~attnrec.data.InteractionDataModule`'s and :class:`~attnrec.data.SequenceDataModule`'s."""
 
     def __init__(
         self,
         kg_path: str,
         link_path: str,
-        path: str | None = None,
-        columns: dict[str, str] | None = None,
-        sep: str | None = None,
-        items_path: str | None = None,
-        k_core: int = 0,
-        split: str = "ratio",
-        val_ratio: float = 0.1,
+        split: SplitName = "ratio",
         test_ratio: float = 0.2,
-        max_len: int = 50,
-        batch_size: int = 128,
-        eval_batch_size: int = 256,
         num_negatives: int = 1,
-        negative_sampling: str = "uniform",
-        num_workers: int = 0,
-        seed: int = 0,
-        table: datasets.Dataset | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            path=path, columns=columns, sep=sep, items_path=items_path, k_core=k_core, split=split,
-            val_ratio=val_ratio, test_ratio=test_ratio, max_len=max_len, batch_size=batch_size,
-            eval_batch_size=eval_batch_size, num_negatives=num_negatives, negative_sampling=negative_sampling,
-            num_workers=num_workers, seed=seed, table=table,
-        )  # fmt: skip
+        super().__init__(split=split, test_ratio=test_ratio, num_negatives=num_negatives, **kwargs)
         self.save_hyperparameters(ignore=["table"])
         self.kg_path, self.link_path = kg_path, link_path
         self.kg_stats: KGStats | None = None
 
-    def _kg(self, items: datasets.Dataset | None) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    def item_side(self, items: datasets.Dataset | None) -> dict[str, Any]:
+        """The item table's features plus the KG's ``kg_entity``/``kg_relation``."""
+        side = super().item_side(items)
         triples, links = read_kg(self.kg_path, self.link_path)
-        return triples, links, f"{self.kg_path} + {self.link_path}"
-
-    def _item_side(self, items: datasets.Dataset | None) -> dict[str, Any]:
-        side = super()._item_side(items)
-        triples, links, source = self._kg(items)
-        features, self.kg_stats = kg_features(self.item_map, triples, links, source)
+        features, self.kg_stats = kg_features(self.item_map, triples, links, f"{self.kg_path} + {self.link_path}")
         side.setdefault("features", {}).update(features)
         return side
 
@@ -70,30 +57,11 @@ class SyntheticKGDataModule(SyntheticDataModule):
     """The bundled synthetic shop with a generated KG: each item links to its category entity
     (relation ``has_category``), built deterministically from the generator's item table, so
     the KG model has something to attend over without a download. Defaults to the graph-CF
-    protocol (random 80/10/10 split per user, one BPR negative)."""
+    protocol (random 80/10/10 split per user, one BPR negative); the other arguments are
+    :class:`~attnrec.data.SyntheticDataModule`'s and :class:`~attnrec.data.SequenceDataModule`'s."""
 
-    def __init__(
-        self,
-        num_users: int = 2000,
-        num_items: int = 800,
-        num_categories: int = 16,
-        p_transition: float = 0.5,
-        generator_seed: int = 0,
-        split: str = "ratio",
-        max_len: int = 50,
-        batch_size: int = 128,
-        eval_batch_size: int = 256,
-        num_negatives: int = 1,
-        negative_sampling: str = "uniform",
-        num_workers: int = 0,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(
-            num_users=num_users, num_items=num_items, num_categories=num_categories, p_transition=p_transition,
-            generator_seed=generator_seed, split=split, max_len=max_len, batch_size=batch_size,
-            eval_batch_size=eval_batch_size, num_negatives=num_negatives, negative_sampling=negative_sampling,
-            num_workers=num_workers, seed=seed,
-        )  # fmt: skip
+    def __init__(self, split: SplitName = "ratio", num_negatives: int = 1, **kwargs: Any) -> None:
+        super().__init__(split=split, num_negatives=num_negatives, **kwargs)
         self.save_hyperparameters()
         self.kg_stats: KGStats | None = None
 
@@ -101,8 +69,9 @@ class SyntheticKGDataModule(SyntheticDataModule):
     def name(self) -> str:
         return f"synthetic-shop+category-kg(seed={self.generator_args['seed']})"
 
-    def _item_side(self, items: datasets.Dataset | None) -> dict[str, Any]:
-        side = super()._item_side(items)
+    def item_side(self, items: datasets.Dataset | None) -> dict[str, Any]:
+        """The generator's ``category`` feature plus the category KG built from it."""
+        side = super().item_side(items)
         assert items is not None  # the generator always returns its item table
         triples, links = category_kg(items.to_pandas())
         features, self.kg_stats = kg_features(self.item_map, triples, links, "synthetic category KG")
@@ -110,31 +79,19 @@ class SyntheticKGDataModule(SyntheticDataModule):
         return side
 
 
-class LightGCNFilesDataModule(InteractionDataModule):
+class LightGCNFilesDataModule(SequenceDataModule):
     """The fixed split of the LightGCN/NGCF repositories: ``train.txt`` and ``test.txt`` with one
     line per user, ``user item item ...`` (0-based integer ids, space-separated).
     ``train_paths`` may list several files that together form the training set (e.g. parts of a
     split archive). There is no validation split (the papers report test figures), so
-    validation runs on the test lists: do not select checkpoints by it.
+    validation runs on the test lists: do not select checkpoints by it. The files fix the
+    split, so ``split``, ``val_ratio`` and ``test_ratio`` are not arguments; the others are
+    :class:`~attnrec.data.SequenceDataModule`'s (defaulting to one BPR negative).
     """
 
-    def __init__(
-        self,
-        train_paths: list[str],
-        test_path: str,
-        max_len: int = 50,
-        batch_size: int = 128,
-        eval_batch_size: int = 256,
-        num_negatives: int = 1,
-        negative_sampling: str = "uniform",
-        num_workers: int = 0,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(
-            split="temporal", val_ratio=0.0, max_len=max_len, batch_size=batch_size, eval_batch_size=eval_batch_size,
-            num_negatives=num_negatives, negative_sampling=negative_sampling, num_workers=num_workers, seed=seed,
-        )  # fmt: skip
-        self.save_hyperparameters()
+    def __init__(self, train_paths: list[str], test_path: str, num_negatives: int = 1, **kwargs: Any) -> None:
+        super().__init__(split="temporal", val_ratio=0.0, test_ratio=0.0, num_negatives=num_negatives, **kwargs)
+        self.save_hyperparameters(ignore=list(GIVEN_SPLIT))  # fixed here, so not arguments to rebuild it with
         if isinstance(train_paths, str):
             train_paths = [train_paths]
         self.train_paths, self.test_path = list(train_paths), test_path
@@ -144,19 +101,29 @@ class LightGCNFilesDataModule(InteractionDataModule):
         return str(Path(self.test_path).parent.name or "lightgcn-files")
 
     def load(self) -> Loaded:
-        """Train lines get time 0 and test lines time 1; the global temporal split with the
-        test share set to exactly the test lines then reproduces the given split."""
+        """Train lines get time 0 and test lines time 1 (see :meth:`build_split`)."""
         train_u, train_i = _read_lists(self.train_paths)
         test_u, test_i = _read_lists([self.test_path])
         users = np.concatenate([train_u, test_u])
         items = np.concatenate([train_i, test_i])
         times = np.concatenate([np.zeros(len(train_u)), np.ones(len(test_u))])
-        self.test_ratio = (len(test_u) - 0.5) / len(users)
         table = datasets.Dataset.from_dict({"user": users, "item": items, "timestamp": times})
         return Loaded(table)
 
-    def eval_lists(self, stage: str) -> EvalLists:
-        return super().eval_lists("test")
+    def build_split(self, users: np.ndarray, items: np.ndarray, times: np.ndarray, rows: np.ndarray) -> Split:
+        """The given split: lines of the train files train, lines of the test file test."""
+        num_users = len(self.user_map)
+        train, test = times == 0, times == 1
+        empty = [np.zeros(0, dtype=np.int64)] * (num_users + 1)
+        return Split(
+            sequences(users[train], items[train], times[train], num_users),
+            empty,
+            sequences(users[test], items[test], times[test], num_users),
+        )
+
+    def eval_lists(self, stage: str, targets: list[np.ndarray] | None = None) -> EvalLists:
+        """Validation runs on the test lists (the files have no validation part)."""
+        return super().eval_lists("test", targets)
 
     @property
     def protocol(self) -> dict[str, str]:

@@ -23,7 +23,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Iterable, Literal, Sequence
 
 import numpy as np
 import torch
@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from attnrec.data import DataFormatError, IdMap
 from attnrec.data.download import cache_root, fetch
-from attnrec.interfaces import ItemCatalog, RecDataModule
+from attnrec.interfaces import Batch, ItemCatalog, RecDataModule
 
 from .sample import TIME_FORMAT, generate_mind
 from .text import hf_tokens, vocabulary_tokens
@@ -468,14 +468,28 @@ class MINDDataModule(RecDataModule):
             "filtering": "impressions without clicks skipped in evaluation",
         }
 
-    def user_history(self, user: Any) -> Tensor:
-        """The history of the user's most recent impression (test, else dev, else train), oldest first."""
+    def _user_index(self, user: Any) -> int:
         self._prepare()
         try:
-            index = self.user_map.index(user)
+            return self.user_map.index(user)
         except KeyError:
             raise KeyError(f"user {user!r} is not in {self.name} ({self.num_users} users)") from None
-        return torch.as_tensor(self._latest_histories()[index], dtype=torch.long)
+
+    def user_history(self, user: Any) -> Tensor:
+        """The history of the user's most recent impression (test, else dev, else train), oldest first."""
+        return torch.as_tensor(self._latest_histories()[self._user_index(user)], dtype=torch.long)
+
+    def user_batch(self, users: Sequence[Any]) -> Batch:
+        """Full-catalogue requests after each user's most recent history, which is also what
+        ``seen`` excludes (MIND logs clicks only through histories)."""
+        if len(users) == 0:
+            raise ValueError(f"{self.name}: user_batch needs at least one user id")
+        examples = []
+        for user in users:
+            index = self._user_index(user)
+            history = self._latest_histories()[index]
+            examples.append({"user": index, "history": history, "seen": history})
+        return NewsCollate(self.max_len)(examples)
 
     def _latest_histories(self) -> list[np.ndarray]:
         if not hasattr(self, "_latest"):

@@ -1,8 +1,10 @@
 """Watch logs with watch time, video tables with content vectors, and a cold-item split.
 
-:class:`VideoDataModule` reads a watch log (``user, item, timestamp`` plus ``watch_ratio`` or
+:class:`WatchDataModule` takes a watch log (``user, item, timestamp`` plus ``watch_ratio`` or
 ``watch_time`` + ``duration``) and a video table (``item, title, tags, duration, visual,
-audio``) and puts everything a content encoder needs into the catalog's features:
+audio``) and puts everything a content encoder needs into the catalog's features
+(:class:`VideoDataModule` reads both from local files, :mod:`attnrec_video.loaders` from
+published data sets):
 
 ============================  =============================================================
 ``title_tokens [N+1, W]``     word codes of the title (0 = padding), ``has_title [N+1]``
@@ -22,7 +24,9 @@ ask for the warm next video, the held-out cold videos, or both.
 
 from __future__ import annotations
 
+import os
 import re
+from abc import abstractmethod
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,11 +37,9 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
 
-from attnrec.data import DataFormatError, EvalLists, InteractionDataModule, Loaded, NegativeSampler, read_table
-from attnrec.data.interactions import sequences, split
-from attnrec.interfaces import ItemCatalog
+from attnrec.data import DataFormatError, EvalLists, Loaded, SequenceDataModule, Split, read_table
+from attnrec.data.interactions import sequences
 
 TestItems = Literal["all", "warm", "cold"]
 DURATION_EDGES = (5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0)
@@ -94,7 +96,7 @@ class WatchCollate:
 # ------------------------------------------------------------------ reading
 @dataclass
 class WatchLog:
-    """What :meth:`VideoDataModule.read` returns: canonical frames and where they came from."""
+    """What :meth:`WatchDataModule.read` returns: canonical frames and where they came from."""
 
     log: pd.DataFrame  # user, item, [timestamp], [watch_ratio | watch_time + duration]
     items: pd.DataFrame | None  # item, [title, tags, duration (s), visual, audio]
@@ -229,37 +231,19 @@ def stack_vectors(cells: Sequence[Any], rows: np.ndarray, num_rows: int, label: 
 
 
 # ------------------------------------------------------------------ data module
-class VideoDataModule(InteractionDataModule):
-    """Watch logs and video tables (see the module docstring for the features and batch keys).
+class WatchDataModule(SequenceDataModule):
+    """What every watch-log data set shares (see the module docstring for the features and
+    batch keys): subclasses return the log and video table from :meth:`read`;
+    :class:`VideoDataModule` reads local files, the loaders of published data sets download.
 
-    ``path``: the watch log (``user, item, timestamp`` and ``watch_ratio`` or ``watch_time`` +
-    ``duration``; rename with ``columns``). ``items_path``: the video table (Parquet or JSON
-    Lines for vector columns; CSV tags as ``"a|b"``). ``embeddings_path``: optional ``.npz``
-    with ``item`` ids and ``visual``/``audio`` matrices (a NaN row = missing). Loaders for
-    published data sets subclass this and override :meth:`read`.
+    ``embeddings_path``: optional ``.npz`` with ``item`` ids and ``visual``/``audio`` matrices
+    (a NaN row = missing). Split, window, sampling and loader arguments are
+    :class:`~attnrec.data.SequenceDataModule`'s.
     """
 
     def __init__(
         self,
-        path: str | None = None,
-        items_path: str | None = None,
         embeddings_path: str | None = None,
-        columns: dict[str, str] | None = None,
-        sep: str | None = None,
-        k_core: int = 0,
-        split: str = "loo",
-        val_ratio: float = 0.1,
-        test_ratio: float = 0.1,
-        max_len: int = 50,
-        window_stride: int = 0,
-        batch_size: int = 128,
-        eval_batch_size: int = 256,
-        num_negatives: int = 0,
-        negative_sampling: str = "uniform",
-        eval_negatives: int = 0,
-        eval_sampling: str = "uniform",
-        num_workers: int = 0,
-        seed: int = 0,
         cold_items: float = 0.0,
         test_items: TestItems = "all",
         min_watch_ratio: float = 0.0,
@@ -268,14 +252,9 @@ class VideoDataModule(InteractionDataModule):
         max_title_words: int = 16,
         title_vocab: int = 20000,
         max_tags: int = 8,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            path=path, columns=columns, sep=sep, items_path=items_path, k_core=k_core, split=split,  # type: ignore[arg-type]
-            val_ratio=val_ratio, test_ratio=test_ratio, max_len=max_len, window_stride=window_stride,
-            batch_size=batch_size, eval_batch_size=eval_batch_size, num_negatives=num_negatives,
-            negative_sampling=negative_sampling, eval_negatives=eval_negatives, eval_sampling=eval_sampling,  # type: ignore[arg-type]
-            num_workers=num_workers, seed=seed,
-        )  # fmt: skip
+        super().__init__(**kwargs)
         self.save_hyperparameters()
         if not 0.0 <= cold_items < 1.0:
             raise ValueError(f"{type(self).__name__}: cold_items={cold_items} must be in [0, 1) (a share of the videos)")
@@ -290,15 +269,9 @@ class VideoDataModule(InteractionDataModule):
         self.max_title_words, self.title_vocab, self.max_tags = max_title_words, title_vocab, max_tags
 
     # ------------------------------------------------------------- reading
+    @abstractmethod
     def read(self) -> WatchLog:
-        """The watch log and video table in canonical columns. Loaders override this."""
-        if self.path is None:
-            raise ValueError(f"{type(self).__name__}: give path= (a watch log file)")
-        columns = dict(self.columns or {})
-        frame = read_frame(self.path, self.sep)
-        renamed = frame.rename(columns={source: canonical for canonical, source in columns.items()})
-        items = read_frame(self.items_path) if self.items_path else None
-        return WatchLog(renamed, items, str(self.path), str(self.items_path or "video table"))
+        """The watch log and video table in canonical columns."""
 
     def load(self) -> Loaded:
         watch_log = self.read()
@@ -316,10 +289,11 @@ class VideoDataModule(InteractionDataModule):
             table, ratio = table.select(np.flatnonzero(keep)), ratio[keep]
             durations = durations[keep] if durations is not None else None
             filtering = f"watch ratio >= {self.min_watch_ratio:g}" + ("" if filtering == "none" else f", {filtering}")
-        frame = table.to_pandas()
-        times = frame["timestamp"].to_numpy(np.float64) if "timestamp" in frame else np.arange(len(frame), dtype=np.float64)
-        self._watches = (frame["user"].to_numpy(), frame["item"].to_numpy(), times, ratio)
-        items_frame = self._complete_items(frame["item"].to_numpy(), durations, items, items_label)
+        self._watch_ratio = ratio  # one per row of the returned table, for build_split
+        from_table = items is not None and bool({"visual", "audio"} & set(items.columns))
+        self._vectors_label = items_label if from_table else str(self.embeddings_path or items_label)  # for errors
+        item_ids = table.select_columns(["item"]).to_pandas()["item"].to_numpy()
+        items_frame = self._complete_items(item_ids, durations, items, items_label)
         return Loaded(table, datasets.Dataset.from_pandas(items_frame, preserve_index=False), filtering)
 
     def _complete_items(
@@ -371,13 +345,34 @@ class VideoDataModule(InteractionDataModule):
                 table[key] = [matrix[position[i]] if i in position else None for i in table["item"].tolist()]
         return table
 
-    # ------------------------------------------------------------- catalog
-    def _item_side(self, items: datasets.Dataset | None) -> dict[str, Any]:
-        assert items is not None
+    # ------------------------------------------------------------- split and catalog
+    def build_split(self, users: np.ndarray, items: np.ndarray, times: np.ndarray, rows: np.ndarray) -> Split:
+        """Relevance from every kept watch; with ``cold_items``, a seeded share of the videos is
+        held out of all three parts (so popularity and the training graph never count them) and
+        kept as each user's cold targets."""
+        relevance = np.clip(np.nan_to_num(self._watch_ratio[rows], nan=1.0), 0.0, self.ratio_cap)
+        n, num_users = len(self.item_map), len(self.user_map)
+        self.relevance = Relevance(users, items, relevance, n + 1)
+        self._cold = torch.zeros(n + 1, dtype=torch.bool)
+        self.cold_targets: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * (num_users + 1)
+        if self.cold_items == 0:
+            return super().build_split(users, items, times, rows)
+        count = max(1, int(round(self.cold_items * n)))
+        rng = np.random.default_rng([self.seed, 6])
+        self._cold[torch.as_tensor(rng.choice(np.arange(1, n + 1), size=count, replace=False))] = True
+        cold = self._cold.numpy()[items]
+        self.cold_targets = [np.unique(s) for s in sequences(users[cold], items[cold], times[cold], num_users)]
+        warm = ~cold
+        return super().build_split(users[warm], items[warm], times[warm], rows[warm])
+
+    def item_side(self, items: datasets.Dataset | None) -> dict[str, Any]:
+        """Titles, title tokens, tags, duration buckets and visual/audio vectors, each with its
+        ``has_<modality>`` mask (replaces the core's generic columns: every loader fills the
+        same canonical video table)."""
+        assert items is not None  # load() always returns the completed video table
         frame = items.to_pandas()
         rows = self.item_map.encode(frame["item"].to_numpy())
         n = len(self.item_map) + 1
-        label = str(self.items_path or self.embeddings_path or type(self).__name__)
         features: dict[str, Tensor] = {}
         titles = [""] * n
         for row, title in zip(rows, frame["title"]):
@@ -397,57 +392,14 @@ class VideoDataModule(InteractionDataModule):
         features["duration_bucket"] = duration_buckets(seconds, self.duration_edges)
         features["has_duration"] = features["duration_bucket"] != 0
         for key in ("visual", "audio"):
-            features[key], features[f"has_{key}"] = stack_vectors(list(frame[key]), rows, n, label, key)
+            features[key], features[f"has_{key}"] = stack_vectors(list(frame[key]), rows, n, self._vectors_label, key)
         return {"titles": titles, "features": features}
-
-    def _prepare(self) -> None:
-        if self._prepared:
-            return
-        super()._prepare()
-        raw_users, raw_items, times, ratio = self._watches
-        kept = np.isin(raw_users, np.asarray(self.user_map.raw[1:], dtype=raw_users.dtype)) & np.isin(
-            raw_items, np.asarray(self.item_map.raw[1:], dtype=raw_items.dtype)
-        )  # rows k-core filtering kept
-        users, items = self.user_map.encode(raw_users[kept]), self.item_map.encode(raw_items[kept])
-        times, ratio = times[kept], ratio[kept]
-        relevance = np.clip(np.nan_to_num(ratio, nan=1.0), 0.0, self.ratio_cap)
-        self.relevance = Relevance(users, items, relevance, len(self.item_map) + 1)
-        self._cold = torch.zeros(len(self.item_map) + 1, dtype=torch.bool)
-        self.cold_targets: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * (len(self.user_map) + 1)
-        if self.cold_items > 0:
-            self._hold_out_cold(users, items, times)
-        del self._watches
-
-    def _hold_out_cold(self, users: np.ndarray, items: np.ndarray, times: np.ndarray) -> None:
-        """Re-split without the held-out videos and keep them as each user's cold targets."""
-        n = len(self.item_map)
-        count = max(1, int(round(self.cold_items * n)))
-        rng = np.random.default_rng([self.seed, 6])
-        self._cold[torch.as_tensor(rng.choice(np.arange(1, n + 1), size=count, replace=False))] = True
-        cold_rows = self._cold.numpy()[items]
-        warm = ~cold_rows
-        num_users = len(self.user_map)
-        self.split_data = split(
-            users[warm], items[warm], times[warm], num_users, self.split_name, self.val_ratio, self.test_ratio, self.seed
-        )
-        self.cold_targets = [np.unique(s) for s in sequences(users[cold_rows], items[cold_rows], times[cold_rows], num_users)]
-        train = self.split_data.train
-        old = self._catalog
-        self._catalog = ItemCatalog(
-            num_items=n,
-            popularity=torch.as_tensor(np.bincount(np.concatenate(train), minlength=n + 1), dtype=torch.float32),
-            raw_ids=old.raw_ids,
-            titles=old.titles,
-            features=old.features,
-            num_users=num_users,
-            train_edges=torch.as_tensor(np.stack([np.repeat(np.arange(len(train)), [len(s) for s in train]), np.concatenate(train)])),
-        )
 
     # ------------------------------------------------------------- facts
     @property
     def cold(self) -> Tensor:
         """``[N+1]`` True for the videos held out as cold (never in training or validation)."""
-        self._prepare()
+        self.setup()  # idempotent: the split, and with it the cold videos, is built once
         return self._cold
 
     @property
@@ -465,29 +417,52 @@ class VideoDataModule(InteractionDataModule):
         return protocol
 
     # ------------------------------------------------------------- loaders
-    def eval_lists(self, stage: str) -> EvalLists:
-        self._prepare()
-        if stage == "val" or self.test_items == "warm" or not bool(self.cold.any()):
-            return super().eval_lists(stage)
-        s = self.split_data
-        users, histories, wanted = [], [], []
-        for user in range(1, self.num_users + 1):
-            history = s.history(user, "test")
-            targets = self.cold_targets[user] if self.test_items == "cold" else np.concatenate([s.test[user], self.cold_targets[user]])
-            if len(targets) and len(history):
-                users.append(user), histories.append(history), wanted.append(targets)
-        sampler = NegativeSampler(self.num_items, self.eval_sampling, self.catalog.popularity.numpy()) if self.eval_negatives else None  # type: ignore[arg-type]
-        return EvalLists(np.asarray(users, dtype=np.int64), histories, wanted, self.max_len, self.eval_negatives, sampler, self.seed * 2 + 1)
+    def eval_lists(self, stage: str, targets: list[np.ndarray] | None = None) -> EvalLists:
+        """Test lists ask for the held-out cold videos too (``test_items``), warm histories kept."""
+        if targets is None and stage == "test" and self.test_items != "warm" and bool(self.cold.any()):
+            test = self.split_data.test
+            targets = self.cold_targets if self.test_items == "cold" else [np.concatenate(pair) for pair in zip(test, self.cold_targets)]
+        return super().eval_lists(stage, targets)
 
-    def train_dataloader(self) -> DataLoader:
-        loader = super().train_dataloader()
-        loader.collate_fn = WatchCollate(loader.collate_fn, self.relevance)
-        return loader
+    def collate_fn(self, stage: str) -> Callable[[list[dict]], dict[str, Tensor]]:
+        """The core's collate plus watch-ratio relevance (:class:`WatchCollate`)."""
+        return WatchCollate(super().collate_fn(stage), self.relevance)
 
-    def _eval_loader(self, dataset: torch.utils.data.Dataset) -> DataLoader:
-        loader = super()._eval_loader(dataset)
-        loader.collate_fn = WatchCollate(loader.collate_fn, self.relevance)
-        return loader
+
+class VideoDataModule(WatchDataModule):
+    """A watch log and video table from local files (see the module docstring for the
+    features and batch keys).
+
+    ``path``: the watch log (``user, item, timestamp`` and ``watch_ratio`` or ``watch_time`` +
+    ``duration``; rename with ``columns``). ``items_path``: the video table (Parquet or JSON
+    Lines for vector columns; CSV tags as ``"a|b"``). Video, split, window, sampling and loader
+    arguments are :class:`WatchDataModule`'s and :class:`~attnrec.data.SequenceDataModule`'s.
+    """
+
+    def __init__(
+        self,
+        path: str | None = None,
+        items_path: str | None = None,
+        columns: dict[str, str] | None = None,
+        sep: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.save_hyperparameters()
+        self.path, self.items_path, self.columns, self.sep = path, items_path, columns, sep
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(self.path) if self.path else type(self).__name__
+
+    def read(self) -> WatchLog:
+        if self.path is None:
+            raise ValueError(f"{type(self).__name__}: give path= (a watch log file)")
+        columns = dict(self.columns or {})
+        frame = read_frame(self.path, self.sep)
+        renamed = frame.rename(columns={source: canonical for canonical, source in columns.items()})
+        items = read_frame(self.items_path) if self.items_path else None
+        return WatchLog(renamed, items, str(self.path), str(self.items_path or "video table"))
 
 
 def _like(values: pd.Series, reference: np.ndarray, label: str) -> pd.Series:

@@ -1,4 +1,4 @@
-"""Published video data sets (KuaiRec, MicroLens) and the bundled sample, as VideoDataModules.
+"""Published video data sets (KuaiRec, MicroLens) and the bundled sample, as WatchDataModules.
 
 Published files are downloaded once into ``$ATTNREC_DATA`` (default ``~/.cache/attnrec``)
 through :func:`attnrec.data.download.fetch`: KuaiRec's archive is checked against the MD5 that
@@ -18,8 +18,9 @@ import pandas as pd
 
 from attnrec.data import DataFormatError
 from attnrec.data.download import cache_root, fetch
+from attnrec.data.interactions import SplitName
 
-from .data import VideoDataModule, WatchLog, numbers, pick_column, read_frame
+from .data import WatchDataModule, WatchLog, numbers, pick_column, read_frame
 from .sample import generate_videos
 
 KUAIREC_URL = "https://zenodo.org/records/18164998/files/KuaiRec.zip"
@@ -40,11 +41,7 @@ def _find(root: Path, name: str) -> Path | None:
     return next(iter(sorted(root.rglob(name))), None)
 
 
-def _common(kwargs: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in kwargs.items() if k not in ("self", "__class__")}
-
-
-class KuaiRecDataModule(VideoDataModule):
+class KuaiRecDataModule(WatchDataModule):
     """KuaiRec 2.0 (Gao et al., CIKM 2022; CC BY-SA 4.0): Kuaishou watch logs with play and
     video durations, ``watch_ratio``, and up to four category tags per video (``feat``).
 
@@ -52,7 +49,9 @@ class KuaiRecDataModule(VideoDataModule):
     so watch ratio, not presence, is the signal: consider ``min_watch_ratio``); ``"big"`` is the
     sparse 7,176-user log. Rows without a timestamp (KuaiRec leaves a few empty) are dropped and
     counted in the protocol's filtering. KuaiRec has no titles or visual/audio vectors: give
-    your own through ``embeddings_path``.
+    your own through ``embeddings_path``. Defaults to the global temporal split; the other
+    arguments are :class:`~attnrec_video.data.WatchDataModule`'s and
+    :class:`~attnrec.data.SequenceDataModule`'s.
     """
 
     def __init__(
@@ -60,32 +59,12 @@ class KuaiRecDataModule(VideoDataModule):
         root: str | None = None,
         matrix: Literal["small", "big"] = "small",
         download: bool = True,
-        embeddings_path: str | None = None,
-        k_core: int = 0,
-        split: str = "temporal",
-        val_ratio: float = 0.1,
-        test_ratio: float = 0.1,
-        max_len: int = 50,
-        window_stride: int = 0,
-        batch_size: int = 128,
-        eval_batch_size: int = 256,
-        num_negatives: int = 0,
-        negative_sampling: str = "uniform",
-        eval_negatives: int = 0,
-        eval_sampling: str = "uniform",
-        num_workers: int = 0,
-        seed: int = 0,
-        cold_items: float = 0.0,
-        test_items: Literal["all", "warm", "cold"] = "all",
-        min_watch_ratio: float = 0.0,
-        ratio_cap: float = 2.0,
+        split: SplitName = "temporal",
+        **kwargs: Any,
     ) -> None:
         if matrix not in ("small", "big"):
             raise ValueError(f"KuaiRecDataModule: matrix={matrix!r}; choose 'small' or 'big'")
-        args = _common(locals())
-        for own in ("root", "matrix", "download"):
-            args.pop(own)
-        super().__init__(**args)
+        super().__init__(split=split, **kwargs)
         self.save_hyperparameters()
         self.root, self.matrix, self.download = root, matrix, download
 
@@ -170,41 +149,23 @@ def read_kuairec(log_path: Path, items_path: Path | None) -> WatchLog:
     return WatchLog(log, items, label, str(items_path or "video table"), filtering, first_line=2)
 
 
-class MicroLensDataModule(VideoDataModule):
+class MicroLensDataModule(WatchDataModule):
     """MicroLens (Ni et al., 2023): micro-video clicks with English titles (and, for 100k,
     category summaries as tags). The pairs files have no watch time, so relevance is 1 for
     every watch; visual/audio vectors come from ``embeddings_path`` (MicroLens ships raw
-    covers and videos, not embeddings)."""
+    covers and videos, not embeddings). The other arguments are
+    :class:`~attnrec_video.data.WatchDataModule`'s and :class:`~attnrec.data.SequenceDataModule`'s."""
 
     def __init__(
         self,
         root: str | None = None,
         variant: Literal["50k", "100k"] = "100k",
         download: bool = True,
-        embeddings_path: str | None = None,
-        k_core: int = 0,
-        split: str = "loo",
-        val_ratio: float = 0.1,
-        test_ratio: float = 0.1,
-        max_len: int = 50,
-        window_stride: int = 0,
-        batch_size: int = 128,
-        eval_batch_size: int = 256,
-        num_negatives: int = 0,
-        negative_sampling: str = "uniform",
-        eval_negatives: int = 0,
-        eval_sampling: str = "uniform",
-        num_workers: int = 0,
-        seed: int = 0,
-        cold_items: float = 0.0,
-        test_items: Literal["all", "warm", "cold"] = "all",
+        **kwargs: Any,
     ) -> None:
         if variant not in MICROLENS_FILES:
             raise ValueError(f"MicroLensDataModule: variant={variant!r}; choose from {', '.join(MICROLENS_FILES)}")
-        args = _common(locals())
-        for own in ("root", "variant", "download"):
-            args.pop(own)
-        super().__init__(**args)
+        super().__init__(**kwargs)
         self.save_hyperparameters()
         self.root, self.variant, self.download = root, variant, download
 
@@ -266,10 +227,12 @@ def read_microlens(pairs: Path, titles: Path | None, tags: Path | None) -> Watch
     return WatchLog(log, items, label, str(titles or tags or "video table"))
 
 
-class VideoSampleDataModule(VideoDataModule):
+class VideoSampleDataModule(WatchDataModule):
     """The bundled video sample (:func:`~attnrec_video.sample.generate_videos`): planted content
     clusters, watch ratios and missing modalities, with 10% of the videos held out as cold
-    items by default. Runs offline in seconds; what the tests and the tutorial train on."""
+    items by default. Runs offline in seconds; what the tests and the tutorial train on. The
+    other arguments are :class:`~attnrec_video.data.WatchDataModule`'s and
+    :class:`~attnrec.data.SequenceDataModule`'s."""
 
     def __init__(
         self,
@@ -278,25 +241,10 @@ class VideoSampleDataModule(VideoDataModule):
         num_clusters: int = 10,
         generator_seed: int = 0,
         cold_items: float = 0.1,
-        test_items: Literal["all", "warm", "cold"] = "all",
-        split: str = "loo",
         max_len: int = 30,
-        batch_size: int = 128,
-        eval_batch_size: int = 256,
-        num_negatives: int = 0,
-        negative_sampling: str = "uniform",
-        eval_negatives: int = 0,
-        eval_sampling: str = "uniform",
-        num_workers: int = 0,
-        seed: int = 0,
-        ratio_cap: float = 2.0,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            split=split, max_len=max_len, batch_size=batch_size, eval_batch_size=eval_batch_size,
-            num_negatives=num_negatives, negative_sampling=negative_sampling, eval_negatives=eval_negatives,
-            eval_sampling=eval_sampling, num_workers=num_workers, seed=seed, cold_items=cold_items,
-            test_items=test_items, ratio_cap=ratio_cap,
-        )  # fmt: skip
+        super().__init__(cold_items=cold_items, max_len=max_len, **kwargs)
         self.save_hyperparameters()
         self.generator_args = dict(num_users=num_users, num_items=num_items, num_clusters=num_clusters, seed=generator_seed)
 

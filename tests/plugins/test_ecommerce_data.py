@@ -117,3 +117,18 @@ def test_ecommerce_log_errors_name_the_field(tmp_path: Path) -> None:
         EcommerceDataModule(path=str(write(tmp_path, bad, "log.csv")), columns=columns).num_items
     with pytest.raises(DataFormatError, match="no 'behavior' column"):
         EcommerceDataModule(path=str(write(tmp_path, LOG, "log.csv")), columns=columns, behaviors=["view"]).num_items
+
+
+def test_modules_take_eval_mask_seen_and_rebuild_from_hyperparameters(tmp_path: Path) -> None:
+    columns = {"user": "uid", "item": "sku", "timestamp": "ts", "category": "cat"}
+    modules = [
+        TaobaoDataModule(path=str(write(tmp_path, TAOBAO)), max_len=5, eval_mask_seen=False),
+        EcommerceDataModule(path=str(write(tmp_path, LOG, "log.csv")), columns=columns, max_len=5, eval_mask_seen=False),
+    ]
+    for data in modules:
+        assert "seen" not in next(iter(data.test_dataloader()))
+        assert "NOT masked" in data.protocol["candidates"]
+        again = type(data)(**data.hparams)  # what a checkpoint does
+        assert (again.max_len, again.eval_mask_seen, again.num_items) == (5, False, data.num_items)
+    assert not {"columns", "sep", "table"} & set(modules[0].hparams)  # Taobao's layout is fixed
+    assert modules[1].hparams["columns"] == columns

@@ -175,3 +175,23 @@ def test_lightgcn_files_reject_non_integer_ids(tmp_path: Path) -> None:
     data = LightGCNFilesDataModule([str(tmp_path / "train.txt")], str(tmp_path / "test.txt"))
     with pytest.raises(DataFormatError, match=r"train\.txt, line 2: non-integer id"):
         data.setup("fit")
+
+
+def test_graph_modules_take_eval_mask_seen_and_rebuild_from_hyperparameters(tmp_path: Path) -> None:
+    kg_path, link_path = _write(tmp_path)
+    (tmp_path / "train.txt").write_text("0 1 2 3\n1 2 4\n2 0 1 4 5\n")
+    (tmp_path / "test.txt").write_text("0 4\n1 0 5\n2 3\n")
+    modules = [
+        SyntheticKGDataModule(**{k: v for k, v in SMALL.items() if k != "split"}, eval_mask_seen=False),
+        KGDataModule(str(kg_path), str(link_path), table=_interactions(), eval_mask_seen=False, max_len=20),
+        LightGCNFilesDataModule([str(tmp_path / "train.txt")], str(tmp_path / "test.txt"), eval_mask_seen=False, max_len=20),
+    ]
+    for data in modules:
+        assert "seen" not in next(iter(data.test_dataloader()))
+        assert "NOT masked" in data.protocol["candidates"]
+        assert "table" not in data.hparams  # an in-memory table is no hyper-parameter
+        again = type(data)(**data.hparams)  # what a checkpoint does
+        assert (again.max_len, again.eval_mask_seen, again.split_name) == (20, False, data.split_name)
+    kg = modules[1]
+    assert (kg.split_name, kg.test_ratio, kg.num_negatives) == ("ratio", 0.2, 1)  # the graph-CF defaults
+    assert not {"split", "val_ratio", "test_ratio"} & set(modules[2].hparams)  # the files are the split

@@ -179,3 +179,16 @@ def test_full_catalogue_ranking_runs_through_nrms(tmp_path: Path) -> None:
     assert 1 / 3 <= results["val/MINDMRR"] <= 1.0
     top = model.recommend(next(iter(dm.val_dataloader())), k=2)[0]
     assert set(top[0].tolist()) <= {2, 4, 5}  # seen news (N1, N3) are never recommended
+
+
+def test_user_batch_asks_after_the_latest_history(tmp_path: Path) -> None:
+    dm = MINDDataModule(path=str(write(tmp_path)), max_len=2)
+    assert dm.max_len == 2  # what the CLI links into the model
+    batch = dm.user_batch(["U1", "U2"])
+    assert batch["user"].tolist() == [1, 2]
+    assert batch["history"].tolist() == [[3, 5], [0, 0]]  # U1's latest (dev) history, most recent max_len
+    assert batch["seen"].tolist() == [[1, 3, 5], [0, 0, 0]]  # all of it is excluded
+    with pytest.raises(KeyError, match=r"user 'U9' is not in MIND-format .* \(2 users\)"):
+        dm.user_batch(["U9"])
+    again = MINDDataModule(**dm.hparams)  # what a checkpoint does
+    assert again.max_len == 2

@@ -4,6 +4,7 @@ relevance in the batches, and the cold-item split."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -11,7 +12,9 @@ import pytest
 import torch
 
 from attnrec.data import DataFormatError
-from attnrec_video import KuaiRecDataModule, MicroLensDataModule, VideoDataModule, VideoSampleDataModule
+from attnrec_video import (
+    KuaiRecDataModule, MicroLensDataModule, VideoDataModule, VideoSampleDataModule, WatchCollate, generate_videos,
+)  # fmt: skip
 
 KUAIREC_HEADER = "user_id,video_id,play_duration,video_duration,time,date,timestamp,watch_ratio"
 
@@ -169,3 +172,56 @@ def test_bad_options_name_the_fix() -> None:
         VideoSampleDataModule(cold_items=0.0, test_items="cold")
     with pytest.raises(ValueError, match="choose 'all', 'warm' or 'cold'"):
         VideoSampleDataModule(test_items="hot")  # type: ignore[arg-type]
+
+
+def test_cold_hold_out_feeds_the_catalog_only_the_warm_split() -> None:
+    dm = VideoSampleDataModule(num_users=120, num_items=100, cold_items=0.2)
+    cold, s, catalog = dm.cold, dm.split_data, dm.catalog
+    train = np.concatenate(s.train)
+    assert catalog.popularity.tolist() == np.bincount(train, minlength=dm.num_items + 1).tolist()
+    assert catalog.train_edges[1].tolist() == train.tolist() and not bool(cold[catalog.train_edges[1]].any())
+    # every watch lands exactly once: in a part of the warm split or among the user's cold targets
+    log, _ = generate_videos(**dm.generator_args)
+    watched = {(dm.user_map.index(u), dm.item_map.index(i)) for u, i in zip(log["user"], log["item"])}
+    parts = (s.train, s.val, s.test, dm.cold_targets)
+    placed = [(u, int(i)) for part in parts for u in range(1, dm.num_users + 1) for i in part[u]]
+    assert len(placed) == len(set(placed)) and set(placed) == watched
+    assert all(bool(cold[targets].all()) for targets in dm.cold_targets if len(targets))
+
+
+def test_eval_mask_seen_reaches_the_cold_test_lists() -> None:
+    dm = VideoSampleDataModule(num_users=120, num_items=100, cold_items=0.2, test_items="cold", eval_mask_seen=False)
+    batch = next(iter(dm.test_dataloader()))
+    assert "seen" not in batch and "target_gain" in batch
+    assert bool(dm.cold[batch["targets"][batch["targets"] != 0]].all())
+    assert "NOT masked" in dm.protocol["candidates"]
+
+
+def test_collate_fn_and_user_batch_carry_watch_relevance() -> None:
+    dm = VideoSampleDataModule(num_users=60, num_items=80, max_len=6)
+    collate = dm.collate_fn("val")
+    assert isinstance(collate, WatchCollate)
+    assert "target_gain" in collate([dm.eval_lists("val")[0]])
+    batch = dm.user_batch([5, 1])
+    assert batch["history"].shape == (2, 6) and batch["user"].tolist() == [dm.user_map.index(5), dm.user_map.index(1)]
+    assert batch["seen"][0][batch["seen"][0] != 0].tolist() == dm.user_history(5).tolist()
+    with pytest.raises(KeyError, match=r"user 9999 is not in video-sample\(seed=0\) \(60 users\)"):
+        dm.user_batch([9999])
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda tmp: VideoSampleDataModule(num_users=50, max_len=7, eval_mask_seen=False),
+        lambda tmp: VideoDataModule(path=str(tmp / "log.csv"), max_len=7, eval_mask_seen=False),
+        lambda tmp: KuaiRecDataModule(root=str(tmp), max_len=7, eval_mask_seen=False),
+        lambda tmp: MicroLensDataModule(root=str(tmp), max_len=7, eval_mask_seen=False),
+    ],
+    ids=["sample", "files", "kuairec", "microlens"],
+)
+def test_video_modules_rebuild_from_their_hyperparameters(tmp_path: Path, build: Any) -> None:
+    dm = build(tmp_path)
+    assert dm.hparams["eval_mask_seen"] is False
+    again = type(dm)(**dm.hparams)  # what a checkpoint does
+    assert (again.max_len, again.eval_mask_seen) == (7, False)
+    assert "path" not in dm.hparams or isinstance(dm, VideoDataModule)

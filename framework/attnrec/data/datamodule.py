@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from abc import abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import datasets
 import numpy as np
@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from ..interfaces import ItemCatalog, RecDataModule
+from ..interfaces import Batch, ItemCatalog, RecDataModule
 from .interactions import IdMap, Split, SplitName, k_core, split
 from .sequences import Collate, EvalLists, NegativeSampler, Sampling, TrainWindows
 from .tables import DataFormatError, as_columns, read_table
@@ -31,12 +31,21 @@ class Loaded:
 class SequenceDataModule(RecDataModule):
     """What every interaction data set shares: id maps, k-core filtering, the split, training
     windows, samplers and loaders. Subclasses read their source in :meth:`load` and forward
-    these arguments with ``**kwargs`` (jsonargparse resolves them for the CLI).
+    these arguments with ``**kwargs`` (jsonargparse resolves them for the CLI), restating only
+    those whose default they change.
 
     Ids are mapped to ``1..N`` in sorted raw-id order; ``k_core`` filters iteratively; ``split``
     is ``loo`` (leave-one-out by time), ``temporal`` (global time cut-offs) or ``ratio`` (random
     per user). ``eval_negatives > 0`` switches evaluation from full ranking to that many
     sampled negatives per list (the paper protocol; numbers are not comparable with full ranking).
+
+    Extension points, all public so plugins never override the core's internals:
+    :meth:`load` (read the source), :meth:`item_side` (catalog titles and features),
+    :meth:`build_split` (which interactions train, validate and test), :meth:`eval_lists`
+    (what evaluation asks for) and :meth:`collate_fn` (extra batch keys). A subclass that fixes
+    a base argument (passes it to ``super().__init__`` itself, hiding it from the CLI) drops it
+    with ``self.save_hyperparameters(ignore=[...])``, so a checkpoint rebuilds it from its
+    hyper-parameters.
     """
 
     def __init__(
@@ -79,25 +88,24 @@ class SequenceDataModule(RecDataModule):
         """Read the raw tables (loaders for named data sets download here)."""
 
     def _prepare(self) -> None:
+        """Load, filter, map ids, split (:meth:`build_split`) and build the catalog, once."""
         if self._prepared:
             return
         loaded = self.load()
         cols = as_columns(loaded.interactions, ["user", "item", "timestamp"])
         users_raw, items_raw = cols["user"], cols["item"]
         times = cols.get("timestamp", np.arange(len(users_raw), dtype=np.float64))
+        rows = np.arange(len(users_raw))
         filtering = loaded.filtering
         if self.k_core > 1:
-            keep = k_core(users_raw, items_raw, self.k_core)
-            users_raw, items_raw, times = users_raw[keep], items_raw[keep], times[keep]
+            rows = np.flatnonzero(k_core(users_raw, items_raw, self.k_core))
+            users_raw, items_raw, times = users_raw[rows], items_raw[rows], times[rows]
             filtering = f"{self.k_core}-core" + ("" if filtering == "none" else f" after {filtering}")
             if len(users_raw) == 0:
                 raise DataFormatError(f"{self.k_core}-core filtering left no interactions; lower k_core")
         self.user_map, self.item_map = IdMap(users_raw), IdMap(items_raw)
         users, items = self.user_map.encode(users_raw), self.item_map.encode(items_raw)
-        self.split_data: Split = split(
-            users, items, np.asarray(times, dtype=np.float64), len(self.user_map), self.split_name,
-            self.val_ratio, self.test_ratio, self.seed,
-        )  # fmt: skip
+        self.split_data: Split = self.build_split(users, items, np.asarray(times, dtype=np.float64), rows)
         train = self.split_data.train
         popularity = np.bincount(np.concatenate(train), minlength=len(self.item_map) + 1)
         edge_users = np.repeat(np.arange(len(train)), [len(seq) for seq in train])
@@ -107,17 +115,30 @@ class SequenceDataModule(RecDataModule):
             raw_ids=list(self.item_map.raw),
             num_users=len(self.user_map),
             train_edges=torch.as_tensor(np.stack([edge_users, np.concatenate(train)])),
-            **self._item_side(loaded.items),
+            **self.item_side(loaded.items),
         )
         self._filtering = filtering
         self.num_interactions = len(users)
         self._prepared = True
 
-    def _item_side(self, items: datasets.Dataset | None) -> dict[str, Any]:
-        """Titles and features from the item table, by internal id: float columns stay numbers
-        (missing = 0), other columns become integer codes ``1..V`` with 0 for padding and
-        missing values. Items absent from the interactions are dropped; a repeated item keeps
-        its first row."""
+    def build_split(self, users: np.ndarray, items: np.ndarray, times: np.ndarray, rows: np.ndarray) -> Split:
+        """The train/validation/test split of the interactions left after k-core filtering, as
+        internal ids (``item_map``, ``user_map``, ``num_items`` and ``num_users`` are set);
+        ``rows`` is each one's row in the loaded table, to align per-interaction values a
+        subclass read in :meth:`load`.
+
+        The catalog's ``popularity`` and ``train_edges`` are built from the returned split's
+        training part, so a subclass that holds interactions out of every part (the video
+        plugin's cold items) overrides this and calls ``super().build_split`` on the rest.
+        """
+        return split(users, items, times, len(self.user_map), self.split_name, self.val_ratio, self.test_ratio, self.seed)
+
+    def item_side(self, items: datasets.Dataset | None) -> dict[str, Any]:
+        """``titles`` and ``features`` for the catalog from the item table, by internal id
+        (called after :meth:`build_split`; subclasses add features to
+        ``super().item_side(items)``). Float columns stay numbers (missing = 0), other columns
+        become integer codes ``1..V`` with 0 for padding and missing values. Items absent from
+        the interactions are dropped; a repeated item keeps its first row."""
         if items is None:
             return {}
         frame = items.to_pandas().drop_duplicates("item", keep="first")
@@ -150,12 +171,14 @@ class SequenceDataModule(RecDataModule):
     # ---------------------------------------------------------------- facts
     @property
     def num_items(self) -> int:
-        self._prepare()
+        if not hasattr(self, "item_map"):  # set before build_split/item_side, which may ask too
+            self._prepare()
         return len(self.item_map)
 
     @property
     def num_users(self) -> int:
-        self._prepare()
+        if not hasattr(self, "user_map"):
+            self._prepare()
         return len(self.user_map)
 
     @property
@@ -188,14 +211,31 @@ class SequenceDataModule(RecDataModule):
     def name(self) -> str:
         return type(self).__name__
 
-    def user_history(self, user: Any) -> torch.Tensor:
+    def _user_index(self, user: Any) -> int:
         self._prepare()
         try:
-            index = self.user_map.index(user)
+            return self.user_map.index(user)
         except KeyError:
             raise KeyError(f"user {user!r} is not in {self.name} ({self.num_users} users)") from None
+
+    def _all_items(self, index: int) -> np.ndarray:
         s = self.split_data
-        return torch.as_tensor(np.concatenate([s.train[index], s.val[index], s.test[index]]))
+        return np.concatenate([s.train[index], s.val[index], s.test[index]])
+
+    def user_history(self, user: Any) -> torch.Tensor:
+        return torch.as_tensor(self._all_items(self._user_index(user)))
+
+    def user_batch(self, users: Sequence[Any]) -> Batch:
+        """Next-item requests for raw user ids after all their known interactions, collated by
+        ``collate_fn("predict")`` (so a subclass's batch keys reach ``recommend`` too)."""
+        if len(users) == 0:
+            raise ValueError(f"{self.name}: user_batch needs at least one user id")
+        examples = []
+        for user in users:
+            index = self._user_index(user)
+            items = self._all_items(index)
+            examples.append({"user": index, "history": items[-self.max_len :], "seen": items})
+        return self.collate_fn("predict")(examples)
 
     # -------------------------------------------------------------- loaders
     def setup(self, stage: str | None = None) -> None:
@@ -204,26 +244,39 @@ class SequenceDataModule(RecDataModule):
     def _sampler(self, mode: Sampling) -> NegativeSampler:
         return NegativeSampler(self.num_items, mode, self._catalog.popularity.numpy())
 
+    def collate_fn(self, stage: str) -> Callable[[list[dict]], Batch]:
+        """What turns examples into a batch for ``stage`` ('train', 'val', 'test' or 'predict',
+        also :meth:`user_batch`): :class:`Collate`, with training negatives for 'train'.
+        Subclasses wrap it to add batch keys (the video plugin adds watch-ratio weights)."""
+        self._prepare()
+        if stage == "train":
+            sampler = self._sampler(self.negative_sampling) if self.num_negatives else None
+            return Collate(self.max_len, self.num_negatives, sampler)
+        return Collate(self.max_len)
+
     def train_dataloader(self) -> DataLoader:
         self._prepare()
         windows = TrainWindows(self.split_data.train, self.max_len, self.window_stride)
         if len(windows) == 0:
             raise DataFormatError(f"{self.name}: no user has two training interactions; nothing to train on")
-        sampler = self._sampler(self.negative_sampling) if self.num_negatives else None
         return DataLoader(
             windows,
             batch_size=self.batch_size,
             shuffle=True,
-            collate_fn=Collate(self.max_len, self.num_negatives, sampler),
+            collate_fn=self.collate_fn("train"),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
 
-    def eval_lists(self, stage: str) -> EvalLists:
-        """The ranking lists of ``stage`` ('val' or 'test'): users with targets and a history."""
+    def eval_lists(self, stage: str, targets: list[np.ndarray] | None = None) -> EvalLists:
+        """The ranking lists of ``stage`` ('val' or 'test'): users with targets and a history.
+        ``targets`` (index = internal user id) replaces the split's val/test items as what to
+        find; a subclass that asks for other items (held-out cold videos) passes them here and
+        keeps the histories, sampling and masking of every other list."""
         self._prepare()
         s = self.split_data
-        targets = s.val if stage == "val" else s.test
+        if targets is None:
+            targets = s.val if stage == "val" else s.test
         users, histories, wanted = [], [], []
         for user in range(1, self.num_users + 1):
             history = s.history(user, stage)
@@ -236,7 +289,7 @@ class SequenceDataModule(RecDataModule):
             mask_seen=self.eval_mask_seen,
         )
 
-    def _eval_loader(self, dataset: torch.utils.data.Dataset) -> DataLoader:
+    def _eval_loader(self, dataset: torch.utils.data.Dataset, stage: str) -> DataLoader:
         sampler = None
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             # Lightning's default DistributedSampler pads with duplicates; this one does not,
@@ -248,25 +301,24 @@ class SequenceDataModule(RecDataModule):
             dataset,
             batch_size=self.eval_batch_size,
             sampler=sampler,
-            collate_fn=Collate(self.max_len),
+            collate_fn=self.collate_fn(stage),
             num_workers=self.num_workers,
         )
 
     def val_dataloader(self) -> DataLoader:
-        return self._eval_loader(self.eval_lists("val"))
+        return self._eval_loader(self.eval_lists("val"), "val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._eval_loader(self.eval_lists("test"))
+        return self._eval_loader(self.eval_lists("test"), "test")
 
     def predict_dataloader(self) -> DataLoader:
         """Every user with a history, for next-item recommendations after all known interactions."""
         self._prepare()
-        s = self.split_data
-        users = [u for u in range(1, self.num_users + 1) if len(s.train[u]) + len(s.val[u]) + len(s.test[u])]
-        histories = [np.concatenate([s.train[u], s.val[u], s.test[u]]) for u in users]
+        users = [u for u in range(1, self.num_users + 1) if len(self._all_items(u))]
+        histories = [self._all_items(u) for u in users]
         empty = [np.zeros(0, dtype=np.int64)] * len(users)
         lists = EvalLists(np.asarray(users, dtype=np.int64), histories, empty, self.max_len)
-        return self._eval_loader(lists)
+        return self._eval_loader(lists, "predict")
 
 
 def _codes(values: Any) -> tuple[np.ndarray, np.ndarray]:
