@@ -36,7 +36,7 @@ BUDGETS = {"sasrec": 300, "din": 180, "bst": 180}
 
 # RecBole 1.2.1's SASRec defaults beyond the issue's protocol: dropout 0.5 on hidden states and
 # attention weights and a 256-wide feed-forward (lr 2e-3 instead of its 1e-3: a 5-minute budget).
-SASREC = dict(dim=64, num_layers=2, num_heads=2, max_len=50, dropout=0.5, attention_dropout=0.5, ffn_dim=256, loss="ce")
+SASREC = dict(dim=64, num_layers=2, num_heads=2, max_len=50, dropout=0.5, attention_dropout=0.5, ffn_dim=256, loss="CrossEntropyLoss")
 
 
 def build(name: str, catalog: Any) -> Any:

@@ -106,7 +106,7 @@ def main() -> None:
             raise SystemExit(f"unknown model {name!r}; choose NRMS, NRMS+PLM")
         rows[name] = run(name, datamodule, args)
     protocol = ", ".join(f"{k}={v}" for k, v in datamodule.protocol.items())
-    print(f"\nprotocol: {protocol}, loss=sampled_softmax (1 click + {args.npratio} impression negatives)")
+    print(f"\nprotocol: {protocol}, loss=SampledSoftmaxLoss (1 click + {args.npratio} impression negatives)")
     print(f"settings: epochs={args.epochs}, dim={args.dim}, heads={args.heads}, lr={args.lr}, batch={args.batch_size}, "
           f"threads={torch.get_num_threads()}, accelerator={args.accelerator}\n")  # fmt: skip
     columns = [*METRICS, "s/epoch", "peak MiB"]

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
 PLUGIN_FLAGS = ("--model.user_encoder.attention=ALiBiAttention", "--model.scorer=LearnedTemperatureScorer")
 SMALL_MODEL = (
     "--model.dim=32", "--model.lr=0.01", "--model.user_encoder.init_args.num_layers=1",
-    "--model.user_encoder.init_args.max_len=20", "--trainer.enable_progress_bar=false",
+    "--trainer.enable_progress_bar=false",
     "--trainer.enable_model_summary=false",
 )  # fmt: skip
 ALL_TEST_PLUGINS = "example,broken_import,broken_hook"
@@ -82,7 +82,8 @@ def test_plugins_lists_builtins_installed_plugins_and_failures(
     assert re.search(r"│ scorers\s+│ [^│]*DotScorer, CosineScorer, BilinearScorer, MLPScorer", rows)
     for name in ("ecommerce", "news", "graph", "video"):  # built-in domain plugins, found by entry point
         assert re.search(rf"│ {name}\s+│ attnrec\s+│", rows) or f"'{name}' from distribution 'attnrec'" in result.stderr
-    assert re.search(r"│ example\s+│ attnrec-plugin-example\s+│ 0\.3\.1\s+│ attentions\s+│ ALiBiAttention", rows)
+    assert re.search(r"│ losses\s+│ CrossEntropyLoss, SampledSoftmaxLoss, BCELoss, BPRLoss, GBCELoss", rows)
+    assert re.search(r"│ example\s+│ attnrec-plugin-example\s+│ 0\.4\.0\s+│ attentions\s+│ ALiBiAttention", rows)
     assert re.search(r"│ scorers\s+│ LearnedTemperatureScorer \(cosine with learned temperature\)", rows)
     assert "HalfRegisteredScorer" not in rows
     broken = "from distribution 'attnrec-plugin-broken' failed"
@@ -152,6 +153,40 @@ def test_print_config_and_help_cover_plugin_components(example_importable, capsy
             main(["fit", flag, name])
         text = capsys.readouterr().out
         assert all(part in text for part in expected), f"{flag} {name}:\n{text}"
+
+
+def _printed_config(capsys, *args: str) -> dict:
+    import yaml
+
+    with pytest.raises(SystemExit) as done:
+        main(["fit", *args, "--print_config"])
+    assert done.value.code in (0, None)
+    return yaml.safe_load(capsys.readouterr().out)
+
+
+def test_a_named_model_keeps_its_own_defaults(capsys) -> None:
+    """The default model config applies only when no model is named: GraphRecommender's own
+    signature decides its encoder, loss and schedule, not the default transformer's."""
+    graph = _printed_config(capsys, "--model", "GraphRecommender")["model"]
+    assert graph["class_path"].endswith("GraphRecommender")
+    assert graph["init_args"]["item_encoder"]["class_path"].endswith("LightGCNEncoder")
+    assert graph["init_args"]["user_encoder"]["class_path"].endswith("GraphUserEncoder")
+    assert graph["init_args"]["loss"].endswith("BPRLoss") and graph["init_args"]["schedule"] == "constant"
+    default = _printed_config(capsys, "--model.dim=32")["model"]  # tunes the default model, names none
+    assert default["class_path"] == "attnrec.Recommender" and default["init_args"]["dim"] == 32
+    assert default["init_args"]["lr"] == 0.002 and default["init_args"]["user_encoder"]["class_path"].endswith(
+        "TransformerUserEncoder"
+    )
+
+
+def test_max_len_is_set_once_on_the_data(capsys, tiny_data_args, tmp_path) -> None:
+    """Raising the data's max_len alone used to crash (the encoder kept 50)."""
+    args = [a for a in tiny_data_args if "max_len" not in a]
+    assert "max_len" not in _printed_config(capsys, *args)["model"]["init_args"]  # linked, not configurable
+    main(["fit", *args, "--data.max_len=60", "--model.dim=16", "--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
+          "--trainer.limit_val_batches=1", "--trainer.limit_test_batches=1", "--trainer.enable_progress_bar=false",
+          f"--trainer.default_root_dir={tmp_path}"])  # fmt: skip
+    assert "max_len=60" in capsys.readouterr().out
 
 
 def test_top_level_help_names_the_extra_subcommands(capsys) -> None:

@@ -62,13 +62,14 @@ def popularity() -> dict[str, float]:
 @pytest.mark.parametrize(
     ("loss", "data_args"),
     [
-        ("ce", {}),
-        ("sampled_softmax", {"num_negatives": 16}),
-        ("sampled_softmax", {"num_negatives": 16, "negative_sampling": "popularity"}),
-        ("bce", {"num_negatives": 4}),
-        ("bpr", {"num_negatives": 4}),
+        ("CrossEntropyLoss", {}),
+        ("SampledSoftmaxLoss", {"num_negatives": 16}),
+        ("SampledSoftmaxLoss", {"num_negatives": 16, "negative_sampling": "popularity"}),
+        ("BCELoss", {"num_negatives": 4}),
+        ("BPRLoss", {"num_negatives": 4}),
+        ("GBCELoss", {"num_negatives": 4}),
     ],
-    ids=["ce", "sampled-uniform", "sampled-popularity-logq", "bce", "bpr"],
+    ids=["ce", "sampled-uniform", "sampled-popularity-logq", "bce", "bpr", "gbce"],
 )
 def test_every_loss_beats_popularity(loss: str, data_args: dict, popularity: dict[str, float]) -> None:
     datamodule = data(**data_args)
@@ -189,9 +190,120 @@ def test_pooling_recommender_trains_on_the_last_position() -> None:
     assert results["val/AUC"] > 0.6
 
 
-@pytest.mark.parametrize("loss", ["sampled_softmax", "bce", "bpr"])
+@pytest.mark.parametrize("loss", ["SampledSoftmaxLoss", "BCELoss", "BPRLoss", "GBCELoss"])
 def test_sampled_loss_without_negatives_is_a_clear_error(loss: str) -> None:
     model = Recommender(ItemCatalog(10), dim=8, user_encoder=functools.partial(TransformerUserEncoder, max_len=4), loss=loss)
     batch = {"user": torch.tensor([1]), "history": torch.tensor([[0, 1, 2, 3]]), "target": torch.tensor([[0, 2, 3, 4]])}
-    with pytest.raises(ValueError, match=r"needs sampled negatives.*num_negatives"):
+    with pytest.raises(ValueError, match=rf"{loss} learns from sampled negatives.*num_negatives"):
         model.training_step(batch, 0)
+
+
+def test_unknown_loss_name_lists_the_registered_ones() -> None:
+    with pytest.raises(KeyError, match=r"no losses component named 'ce'; available: BCELoss, BPRLoss, CrossEntropyLoss"):
+        Recommender(ItemCatalog(10), dim=8, loss="ce")
+
+
+def _batch() -> dict[str, torch.Tensor]:
+    return {
+        "user": torch.tensor([1, 2]),
+        "history": torch.tensor([[0, 1, 2, 3], [5, 6, 7, 8]]),
+        "target": torch.tensor([[0, 2, 3, 4], [6, 7, 8, 9]]),
+    }
+
+
+def _model(**kwargs) -> Recommender:
+    torch.manual_seed(0)
+    kwargs = {"dim": 8, "user_encoder": functools.partial(TransformerUserEncoder, dropout=0.0), "max_len": 4} | kwargs
+    return Recommender(ItemCatalog(10), **kwargs).eval()
+
+
+def test_training_scores_through_the_same_scoring_as_evaluation() -> None:
+    """The catalogue logits a loss sees for the last position are the scores evaluation ranks."""
+    model, batch = _model(), _batch()
+    examples = model.training_examples(batch)
+    assert len(examples.rows) == 7  # every position with a target
+    logits, positive, mask = model.candidate_logits(batch, examples)
+    last = examples.positions == 3
+    evaluated = model.scoring({"history": batch["history"]}).chunk(0, 11)
+    assert torch.allclose(logits[last], evaluated, atol=1e-6)
+    assert torch.equal(positive, examples.positive) and not mask[:, 0].any() and mask[:, 1:].all()
+
+
+def test_per_example_weights_from_the_batch_give_a_weighted_mean() -> None:
+    model, batch = _model(), _batch()
+    examples = model.training_examples(batch)
+    per_example = model.loss(*model.candidate_logits(batch, examples))
+    weights = torch.zeros(2, 4)
+    weights[1] = 1.0  # only the second user's positions count
+    loss = model.training_step(batch | {"target_weight": weights}, 0)
+    assert loss.item() == pytest.approx(per_example[examples.rows == 1].mean().item(), rel=1e-5)
+    assert model.training_step(batch, 0).item() == pytest.approx(per_example.mean().item(), rel=1e-5)
+
+
+def test_regularization_and_candidate_items_are_public_hooks() -> None:
+    class Excluding(Recommender):
+        def candidate_items(self) -> torch.Tensor:
+            allowed = torch.ones(11, dtype=torch.bool)
+            allowed[10] = False  # an item never to train as a candidate
+            return allowed
+
+        def regularization(self, batch, examples) -> torch.Tensor:
+            return torch.tensor(1.5)
+
+    torch.manual_seed(0)
+    model = Excluding(ItemCatalog(10), dim=8, max_len=4).eval()
+    batch = _batch()
+    examples = model.training_examples(batch)
+    logits, positive, mask = model.candidate_logits(batch, examples)
+    assert not mask[:, 10].any()
+    plain = model.loss(logits, positive, mask).mean()
+    assert model.training_step(batch, 0).item() == pytest.approx(plain.item() + 1.5, rel=1e-5)
+
+
+def test_a_loss_class_of_ones_own_trains_without_registration() -> None:
+    """Any Loss subclass can be passed as the factory; the model reduces its per-example values."""
+    from attnrec.interfaces import Loss
+
+    class Margin(Loss):
+        candidates = "sampled"
+
+        def forward(self, logits, positive, mask=None):
+            pos = logits.gather(1, positive[:, None])
+            hinge = (1.0 - pos + logits).clamp(min=0).masked_fill(~mask, 0.0)
+            return hinge[:, 1:].sum(1)
+
+    model = _model(loss=Margin)
+    batch = _batch() | {"negatives": torch.tensor([[[1], [1], [1], [1]], [[2], [2], [2], [2]]])}
+    loss = model.training_step(batch, 0)
+    assert loss.ndim == 0 and torch.isfinite(loss) and loss.requires_grad
+
+
+def test_max_len_is_given_once_and_reaches_the_encoder() -> None:
+    model = Recommender(ItemCatalog(10), dim=8, max_len=7)
+    assert model.user_encoder.max_len == 7
+    with pytest.warns(UserWarning, match="max_len=12 is replaced by the data's max_len=7"):
+        model = Recommender(ItemCatalog(10), dim=8, user_encoder=functools.partial(TransformerUserEncoder, max_len=12), max_len=7)
+    assert model.user_encoder.max_len == 7
+
+
+def test_popularity_baseline_is_a_recommender_that_trainer_test_evaluates() -> None:
+    from attnrec.baselines import PopularityRecommender
+
+    datamodule = data()
+    direct = evaluate_popularity(datamodule, "test", metrics=("HR", "NDCG"), ks=(10,))
+    model = PopularityRecommender(datamodule.catalog, metrics=("HR", "NDCG"), ks=(10,))
+    tested = trainer().test(model, datamodule, verbose=False)[0]
+    assert tested["test/HR@10"] == pytest.approx(direct["HR@10"]) and tested["test/NDCG@10"] == pytest.approx(direct["NDCG@10"])
+    top, _ = model.recommend({"history": torch.zeros(1, 1, dtype=torch.long)}, k=5)
+    popularity = datamodule.catalog.popularity.clone()
+    popularity[0] = -1
+    assert top[0].tolist() == popularity.argsort(descending=True)[:5].tolist()
+
+
+def test_sampled_loss_on_data_without_negatives_draws_one_with_a_warning() -> None:
+    datamodule = data()
+    assert datamodule.num_negatives == 0
+    model = Recommender(datamodule.catalog, dim=8, loss="BPRLoss", max_len=MAX_LEN)
+    with pytest.warns(UserWarning, match="BPRLoss learns from sampled negatives.*drawing 1 per target"):
+        trainer().fit(model, datamodule)
+    assert datamodule.num_negatives == 1

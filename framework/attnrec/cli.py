@@ -74,19 +74,21 @@ class AttnRecCLI(LightningCLI):
 
 def default_config_files(args: Sequence[str]) -> list[str]:
     """The defaults under a run: trainer and data always; the default model only when neither
-    the command line nor a config file names a model, so a chosen model keeps the defaults of
-    its own signature (a config's ``class_path`` switch would otherwise inherit the default
-    model's init_args)."""
-    files = [DEFAULT_CONFIG]
-    names_model = any(arg == "--model" or arg.startswith(("--model=", "--model.")) for arg in args)
+    the command line nor a config file names a model class, so a chosen model keeps the
+    defaults of its own signature (a ``class_path`` switch would otherwise inherit the default
+    model's init_args). ``--model.dim=32`` alone tunes the default model."""
+    names_model = any(
+        arg in ("--model", "--model.class_path") or arg.startswith(("--model=", "--model.class_path=")) for arg in args
+    )
     for path in _config_paths(args):
         try:
             with open(path) as handle:
                 content = yaml.safe_load(handle)
         except (OSError, yaml.YAMLError):
             continue  # LightningCLI reports an unreadable config itself
-        names_model = names_model or (isinstance(content, dict) and "model" in content)
-    return files if names_model else [*files, DEFAULT_MODEL]
+        model = content.get("model") if isinstance(content, dict) else None
+        names_model = names_model or isinstance(model, str) or (isinstance(model, dict) and "class_path" in model)
+    return [DEFAULT_CONFIG] if names_model else [DEFAULT_CONFIG, DEFAULT_MODEL]
 
 
 def _config_paths(args: Sequence[str]) -> list[str]:

@@ -349,11 +349,11 @@ def build_user_encoder(factory: UserEncoderFactory, dim: int, max_len: int | Non
     """The user encoder, given the data's ``max_len`` when it takes one: the history length is
     set once, on the data. A different value in the encoder's own spec (other than its
     signature's default, which config parsers spell out) is overridden with a warning."""
-    if max_len is None or "max_len" not in _parameters(factory):
+    target = factory_class(factory)
+    if max_len is None or target is None or "max_len" not in inspect.signature(target).parameters:
         return factory(dim)
     given = factory.keywords.get("max_len") if isinstance(factory, functools.partial) else None
-    target = factory.func if isinstance(factory, functools.partial) else factory
-    default = inspect.signature(target).parameters["max_len"].default if isinstance(target, type) else None
+    default = inspect.signature(target).parameters["max_len"].default
     if given is not None and given not in (max_len, default):
         rank_zero_warn(
             f"the user encoder's max_len={given} is replaced by the data's max_len={max_len}: set it once, on the "
@@ -362,11 +362,14 @@ def build_user_encoder(factory: UserEncoderFactory, dim: int, max_len: int | Non
     return factory(dim, max_len=max_len)  # type: ignore[call-arg]
 
 
-def _parameters(factory: Callable[..., Any]) -> set[str]:
-    try:
-        return set(inspect.signature(factory).parameters)
-    except (TypeError, ValueError):
-        return set()
+def factory_class(factory: Any) -> type | None:
+    """The class a factory builds: itself, or the class inside a ``functools.partial`` (as
+    written in Python, or as jsonargparse builds it around an instantiator)."""
+    if isinstance(factory, type):
+        return factory
+    if isinstance(factory, functools.partial):
+        return next((x for x in (factory.func, *factory.args) if isinstance(x, type)), None)
+    return None
 
 
 def to_spec(value: Any) -> Any:
@@ -375,7 +378,7 @@ def to_spec(value: Any) -> Any:
     if isinstance(value, type):
         return {"class_path": f"{value.__module__}.{value.__qualname__}"}
     if isinstance(value, functools.partial):
-        target = next((x for x in (value.func, *value.args) if isinstance(x, type)), None)
+        target = factory_class(value)
         if target is not None:
             spec = to_spec(target)
             if value.keywords:

@@ -18,10 +18,10 @@ TINY = (
     "--trainer.logger=false",
 )  # fmt: skip
 MODEL = {
-    "sasrec.yaml": ("--model.init_args.max_len=20", "--model.init_args.dim=16"),
-    "sasrec_bce.yaml": ("--model.init_args.max_len=20", "--model.init_args.dim=16"),
+    "sasrec.yaml": ("--model.init_args.dim=16"),
+    "sasrec_bce.yaml": ("--model.init_args.dim=16"),
     "din.yaml": ("--model.init_args.dim=16", "--data.init_args.eval_negatives=20"),
-    "bst.yaml": ("--model.init_args.max_len=20", "--model.init_args.dim=16", "--model.init_args.num_heads=2",
+    "bst.yaml": ("--model.init_args.dim=16", "--model.init_args.num_heads=2",
                  "--data.init_args.eval_negatives=20"),
 }  # fmt: skip
 
@@ -42,6 +42,6 @@ def test_config_trains_one_epoch(config: str, tmp_path: Path, capsys: pytest.Cap
         torch.set_num_threads(threads)
     out = capsys.readouterr().out
     assert re.search(r"best checkpoint: .+\.ckpt", out), out
-    assert "loss=bce" in out if config != "sasrec.yaml" else "loss=ce" in out
+    assert "loss=BCELoss" in out if config != "sasrec.yaml" else "loss=CrossEntropyLoss" in out
     candidates = "sampled (20 uniform negatives" if config in ("din.yaml", "bst.yaml") else "full (150 items"
     assert candidates in out.replace("\n", " ")

@@ -37,14 +37,14 @@ def fit_and_test(model: Recommender, data: SyntheticDataModule, epochs: int) -> 
     return model.test_results
 
 
-@pytest.mark.parametrize("loss", ["ce", "bce"])
+@pytest.mark.parametrize("loss", ["CrossEntropyLoss", "BCELoss"])
 def test_sasrec_beats_popularity(loss: str) -> None:
     """Full ranking over all items; the paper's BCE with one negative and full-softmax CE both learn."""
     L.seed_everything(0)
-    data = SyntheticDataModule(**DATA, num_negatives=1 if loss == "bce" else 0)
+    data = SyntheticDataModule(**DATA, num_negatives=1 if loss == "BCELoss" else 0)
     popularity = evaluate_popularity(data, "test")
     model = SASRec(data.catalog, dim=32, max_len=20, num_layers=2, num_heads=2, loss=loss, lr=5e-3)
-    results = fit_and_test(model, data, epochs=6 if loss == "ce" else 10)
+    results = fit_and_test(model, data, epochs=6 if loss == "CrossEntropyLoss" else 10)
     assert results["NDCG@10"] > 1.5 * popularity["NDCG@10"], (results["NDCG@10"], popularity)
     assert results["HR@10"] > popularity["HR@10"] + 0.1
 

@@ -24,7 +24,7 @@ def test_config_trains_one_epoch_and_recommends(config: str, tmp_path: Path, cap
     assert main(["fit", "--config", str(CONFIGS / f"{config}.yaml"), *TINY, f"--trainer.default_root_dir={tmp_path}"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"│ Recall@20\s+│\s+0\.\d+ │", out), out
-    assert "split=random per user" in out and "loss=bpr" in out
+    assert "split=random per user" in out and "loss=BPRLoss" in out
     found = re.search(r"^best checkpoint: (.+\.ckpt)$", out, re.MULTILINE)
     assert found, out
     assert main(["recommend", "--ckpt_path", found.group(1), "--user", "3", "-k", "5"]) == 0

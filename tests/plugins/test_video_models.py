@@ -195,7 +195,7 @@ def test_components_pass_the_conformance_checks() -> None:
     check_item_encoder(MultimodalItemEncoder, catalog=dm.catalog)
 
 
-@pytest.mark.parametrize("loss", ["sampled_softmax", "bce", "bpr"])
+@pytest.mark.parametrize("loss", ["SampledSoftmaxLoss", "BCELoss", "BPRLoss"])
 def test_sampled_losses_are_weighted_and_skip_cold_negatives(loss: str) -> None:
     torch.manual_seed(0)
     dm = VideoSampleDataModule(num_users=60, num_items=80, num_clusters=4, num_negatives=8, cold_items=0.25)
