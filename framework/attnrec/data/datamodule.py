@@ -42,7 +42,8 @@ class SequenceDataModule(RecDataModule):
     Extension points, all public so plugins never override the core's internals:
     :meth:`load` (read the source), :meth:`item_side` (catalog titles and features),
     :meth:`build_split` (which interactions train, validate and test), :meth:`eval_lists`
-    (what evaluation asks for) and :meth:`collate_fn` (extra batch keys). A subclass that fixes
+    (what evaluation asks for) and :meth:`collate_fn` (extra batch keys, in every loader and in
+    :meth:`user_batch`, which serves ``recommend``). A subclass that fixes
     a base argument (passes it to ``super().__init__`` itself, hiding it from the CLI) drops it
     with ``self.save_hyperparameters(ignore=[...])``, so a checkpoint rebuilds it from its
     hyper-parameters.
