@@ -33,6 +33,11 @@ ScorerFactory = Callable[[int], Scorer]
 """Builds the scorer from ``dim``."""
 LossFactory = Callable[[], Loss]
 """Builds the loss: a :class:`~attnrec.interfaces.Loss` class or a partial of one."""
+BUILT_COMPONENTS = ("item_encoder", "user_encoder", "scorer")
+"""The factory arguments a ready-made model builds from its own arguments: it calls
+``self.save_hyperparameters(ignore=["catalog", *BUILT_COMPONENTS])`` after ``super().__init__``,
+so a checkpoint rebuilds it from its own signature (Lightning passes every saved
+hyper-parameter to a class that takes ``**kwargs``)."""
 
 
 class Examples(NamedTuple):

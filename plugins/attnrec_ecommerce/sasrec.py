@@ -8,6 +8,7 @@ from typing import Any
 from attnrec import ItemCatalog, Recommender
 from attnrec.attention import MultiHeadAttention
 from attnrec.encoders import IdItemEncoder, TransformerUserEncoder
+from attnrec.model import BUILT_COMPONENTS
 from attnrec.scorers import DotScorer
 
 
@@ -48,4 +49,4 @@ class SASRec(Recommender):
         super().__init__(catalog, dim, item_encoder=IdItemEncoder, user_encoder=user_encoder, scorer=DotScorer, **kwargs)
         # Record SASRec's own arguments (not the factories built from them), so a checkpoint
         # rebuilds SASRec(**hparams).
-        self.save_hyperparameters(ignore=["catalog"])
+        self.save_hyperparameters(ignore=["catalog", *BUILT_COMPONENTS])

@@ -17,7 +17,7 @@ from torch import Tensor
 from attnrec import Batch, ItemCatalog, Recommender
 from attnrec.attention import MultiHeadAttention, TargetAttention
 from attnrec.losses import BCELoss
-from attnrec.model import Examples, LossFactory
+from attnrec.model import BUILT_COMPONENTS, Examples, LossFactory
 
 from .layers import Activation, BehaviorSequenceEncoder, CTRScorer, FeatureItemEncoder, TargetInterestEncoder
 
@@ -148,7 +148,7 @@ class DIN(TargetAwareRecommender):
             scorer=functools.partial(CTRScorer, hidden=tuple(hidden), activation=activation, dropout=dropout),
             **kwargs,
         )  # fmt: skip
-        self.save_hyperparameters(ignore=["catalog"])
+        self.save_hyperparameters(ignore=["catalog", *BUILT_COMPONENTS])
 
 
 class BST(TargetAwareRecommender):
@@ -190,4 +190,4 @@ class BST(TargetAwareRecommender):
             ),
             **kwargs,
         )  # fmt: skip
-        self.save_hyperparameters(ignore=["catalog"])
+        self.save_hyperparameters(ignore=["catalog", *BUILT_COMPONENTS])

@@ -18,8 +18,8 @@ TINY = (
     "--trainer.logger=false",
 )  # fmt: skip
 MODEL = {
-    "sasrec.yaml": ("--model.init_args.dim=16"),
-    "sasrec_bce.yaml": ("--model.init_args.dim=16"),
+    "sasrec.yaml": ("--model.init_args.dim=16",),
+    "sasrec_bce.yaml": ("--model.init_args.dim=16",),
     "din.yaml": ("--model.init_args.dim=16", "--data.init_args.eval_negatives=20"),
     "bst.yaml": ("--model.init_args.dim=16", "--model.init_args.num_heads=2",
                  "--data.init_args.eval_negatives=20"),
