@@ -124,10 +124,38 @@ class LightGCNEncoder(GraphEncoder):
         return EdgeAttention(self.norm_index, weights)
 
 
+class AttentionGraphEncoder(GraphEncoder):
+    """Base of the attention encoders: ``self.convs`` attention layers, final vectors the mean
+    of the layer outputs; subclasses say how one layer is called (:meth:`_conv`)."""
+
+    convs: nn.ModuleList
+
+    @abstractmethod
+    def _conv(self, conv: nn.Module, x: Tensor, need_weights: bool) -> tuple[Tensor, Tensor | None]:
+        """One layer's output and, when asked, its per-edge weights ``[E, heads]``."""
+
+    def _layers(self, x: Tensor, need_weights: bool) -> tuple[list[Tensor], list[Tensor]]:
+        layers, weights = [x], []
+        for conv in self.convs:
+            out, attention = self._conv(conv, layers[-1], need_weights)
+            layers.append(out)
+            if attention is not None:
+                weights.append(attention)
+        return layers, weights
+
+    def _propagate(self, x: Tensor) -> Tensor:
+        return layer_mean(self._layers(x, need_weights=False)[0])
+
+    @torch.no_grad()
+    def edge_attention(self) -> EdgeAttention:
+        _, weights = self._layers(self.embedding.weight, need_weights=True)
+        return EdgeAttention(self.edge_index, torch.stack(weights))
+
+
 AttentionKind = Literal["gatv2", "gat", "bilinear"]
 
 
-class GraphAttentionEncoder(GraphEncoder):
+class GraphAttentionEncoder(AttentionGraphEncoder):
     """Multi-layer, multi-head attention over the user–item graph; final vectors the mean of
     the layer outputs (LightGCN's layer combination, which keeps shallow signal).
 
@@ -162,27 +190,14 @@ class GraphAttentionEncoder(GraphEncoder):
         else:
             raise ValueError(f"GraphAttentionEncoder: unknown attention {attention!r}; choose gatv2, gat or bilinear")
 
-    def _layers(self, x: Tensor, need_weights: bool) -> tuple[list[Tensor], list[Tensor]]:
-        layers, weights = [x], []
-        for conv in self.convs:
-            if need_weights:
-                out, attention = conv(layers[-1], self.edge_index, return_attention_weights=True)
-                weights.append(attention[1] if isinstance(attention, tuple) else attention)
-            else:
-                out = conv(layers[-1], self.edge_index)
-            layers.append(out)
-        return layers, weights
-
-    def _propagate(self, x: Tensor) -> Tensor:
-        return layer_mean(self._layers(x, need_weights=False)[0])
-
-    @torch.no_grad()
-    def edge_attention(self) -> EdgeAttention:
-        _, weights = self._layers(self.embedding.weight, need_weights=True)
-        return EdgeAttention(self.edge_index, torch.stack(weights))
+    def _conv(self, conv: nn.Module, x: Tensor, need_weights: bool) -> tuple[Tensor, Tensor | None]:
+        if not need_weights:
+            return conv(x, self.edge_index), None
+        out, attention = conv(x, self.edge_index, return_attention_weights=True)
+        return out, attention[1] if isinstance(attention, tuple) else attention
 
 
-class KGAttentionEncoder(GraphEncoder):
+class KGAttentionEncoder(AttentionGraphEncoder):
     """KGAT-style attention over the collaborative knowledge graph: users, items and the
     catalog's knowledge-graph entities (features ``kg_entity``/``kg_relation``, see
     :mod:`attnrec_graph.kg`), with :class:`KnowledgeGraphAttention` layers (``aggregator``:
@@ -214,24 +229,10 @@ class KGAttentionEncoder(GraphEncoder):
         self._edge_type, self._num_relations = edge_type, num_relations
         return edge_index, layout
 
-    def _layers(self, x: Tensor, need_weights: bool) -> tuple[list[Tensor], list[Tensor]]:
-        layers, weights = [x], []
-        for conv in self.convs:
-            if need_weights:
-                out, alpha = conv(layers[-1], self.edge_index, self.edge_type, return_attention_weights=True)
-                weights.append(alpha)
-            else:
-                out = conv(layers[-1], self.edge_index, self.edge_type)
-            layers.append(out)
-        return layers, weights
-
-    def _propagate(self, x: Tensor) -> Tensor:
-        return layer_mean(self._layers(x, need_weights=False)[0])
-
-    @torch.no_grad()
-    def edge_attention(self) -> EdgeAttention:
-        _, weights = self._layers(self.embedding.weight, need_weights=True)
-        return EdgeAttention(self.edge_index, torch.stack(weights))
+    def _conv(self, conv: nn.Module, x: Tensor, need_weights: bool) -> tuple[Tensor, Tensor | None]:
+        if not need_weights:
+            return conv(x, self.edge_index, self.edge_type), None
+        return conv(x, self.edge_index, self.edge_type, return_attention_weights=True)
 
 
 class GraphUserEncoder(UserEncoder):

@@ -23,7 +23,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal, Sequence
+from typing import Any, Iterable, Iterator, Literal, Sequence
 
 import numpy as np
 import torch
@@ -76,21 +76,28 @@ class Behaviors:
     labels: list[list[int]] | None
 
 
-def parse_news(lines: Iterable[str], source: str, news: News | None = None) -> News:
-    """Add ``news.tsv`` rows to ``news``; a malformed row raises naming ``source``, line and field."""
-    news = news if news is not None else News()
-    count = 0
+def tsv_rows(lines: Iterable[str], source: str, names: Sequence[str], fix: str) -> Iterator[tuple[int, list[str]]]:
+    """Non-blank tab-separated rows with their line numbers; a row with the wrong number of
+    fields raises naming ``source``, the line, the expected fields and ``fix``."""
     for number, line in enumerate(lines, start=1):
         line = line.rstrip("\r\n")
         if not line.strip():
             continue
         fields = line.split("\t")
-        if len(fields) != len(NEWS_FIELDS):
+        if len(fields) != len(names):
             raise DataFormatError(
-                f"{source}, line {number}: expected {len(NEWS_FIELDS)} tab-separated fields "
-                f"({', '.join(NEWS_FIELDS)}), found {len(fields)}. Fix: separate fields by tabs and remove tabs "
-                "inside titles/abstracts (empty fields are allowed)."
+                f"{source}, line {number}: expected {len(names)} tab-separated fields ({', '.join(names)}), "
+                f"found {len(fields)}. Fix: {fix}"
             )
+        yield number, fields
+
+
+def parse_news(lines: Iterable[str], source: str, news: News | None = None) -> News:
+    """Add ``news.tsv`` rows to ``news``; a malformed row raises naming ``source``, line and field."""
+    news = news if news is not None else News()
+    count = 0
+    fix = "separate fields by tabs and remove tabs inside titles/abstracts (empty fields are allowed)."
+    for number, fields in tsv_rows(lines, source, NEWS_FIELDS, fix):
         news_id = fields[0].strip()
         if not news_id:
             raise DataFormatError(f"{source}, line {number}, field 'news id': empty; every row needs an id such as N123")
@@ -122,17 +129,8 @@ def parse_behaviors(lines: Iterable[str], source: str, known: set[str]) -> Behav
     """``behaviors.tsv`` rows; every news id must be in ``known`` (the parsed ``news.tsv``)."""
     out = Behaviors([], [], [], [], [])
     labelled: bool | None = None
-    for number, line in enumerate(lines, start=1):
-        line = line.rstrip("\r\n")
-        if not line.strip():
-            continue
-        fields = line.split("\t")
-        if len(fields) != len(BEHAVIOR_FIELDS):
-            raise DataFormatError(
-                f"{source}, line {number}: expected {len(BEHAVIOR_FIELDS)} tab-separated fields "
-                f"({', '.join(BEHAVIOR_FIELDS)}), found {len(fields)}. Fix: separate fields by tabs; leave the "
-                "history empty (but keep its tab) for a user without clicks."
-            )
+    fix = "separate fields by tabs; leave the history empty (but keep its tab) for a user without clicks."
+    for number, fields in tsv_rows(lines, source, BEHAVIOR_FIELDS, fix):
         user = fields[1].strip()
         if not user:
             raise DataFormatError(f"{source}, line {number}, field 'user': empty; every impression needs a user id")

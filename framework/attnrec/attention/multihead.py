@@ -11,6 +11,8 @@ class MultiHeadAttention(Attention):
 
     The fused kernel is used unless weights are asked for (it cannot return them); then the
     base's explicit path runs the same computation, so the explanation matches the prediction.
+    Subclasses add a logit bias (relative positions, recency, time gaps) by overriding
+    :meth:`bias` alone: both paths apply it.
     """
 
     def __init__(self, dim: int, num_heads: int = 2, dropout: float = 0.0, bias: bool = True) -> None:
@@ -28,9 +30,15 @@ class MultiHeadAttention(Attention):
         b, n, _ = x.shape
         return x.view(b, n, self.num_heads, self.dim // self.num_heads).transpose(1, 2)
 
+    def bias(self, lq: int, lk: int) -> Tensor | None:
+        """An additive logit bias ``[H, Lq, Lk]`` (queries right-aligned with the keys), or None."""
+        return None
+
     def logits(self, query: Tensor, key: Tensor) -> Tensor:
         q, k = self._heads(self.q_proj(query)), self._heads(self.k_proj(key))
-        return (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
+        scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
+        bias = self.bias(q.shape[2], k.shape[2])
+        return scores if bias is None else scores + bias.to(scores.dtype)
 
     def normalize(self, logits: Tensor, mask: Tensor | None) -> Tensor:
         weights = super().normalize(logits, mask)
@@ -55,9 +63,15 @@ class MultiHeadAttention(Attention):
             return super().forward(query, key, value, mask, need_weights=True)
         q, k, v = self._heads(self.q_proj(query)), self._heads(self.k_proj(key)), self.values(value)
         b, h, lq, _ = q.shape
-        opened, some = attendable_rows(mask, (b, h, lq, k.shape[2]))
+        lk = k.shape[2]
+        opened, some = attendable_rows(mask, (b, h, lq, lk))
+        attn_mask, bias = opened, self.bias(lq, lk)
+        if bias is not None:  # a float mask: the bias, -inf where masked
+            attn_mask = bias.to(q.dtype).expand(b, h, lq, lk)
+            if opened is not None:
+                attn_mask = attn_mask.masked_fill(~opened, float("-inf"))
         p = self.dropout if self.training else 0.0
-        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=opened, dropout_p=p)
+        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
         if some is None:
             return AttentionOutput(self.output(attended), None)
         # a head whose row was opened up contributes nothing, as its zero weights say; a row no
