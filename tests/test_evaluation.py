@@ -9,21 +9,8 @@ import torch
 from torch import Tensor
 
 from attnrec.data import SyntheticDataModule
-from attnrec.evaluation import RankingEvaluator, evaluate_popularity, gini, rank_candidates, rank_full
+from attnrec.evaluation import DenseScoring, RankingEvaluator, evaluate_popularity, gini, rank_candidates, rank_full
 from attnrec.metrics import AUC, HR, MRR, NDCG
-
-
-class DenseScoring:
-    """A ``Scoring`` over a precomputed score matrix ``[B, N + 1]``."""
-
-    def __init__(self, scores: Tensor) -> None:
-        self.scores = scores
-
-    def chunk(self, lo: int, hi: int) -> Tensor:
-        return self.scores[:, lo:hi]
-
-    def items(self, ids: Tensor) -> Tensor:
-        return self.scores.gather(1, ids)
 
 
 def test_constant_scorer_gets_the_worst_rank() -> None:

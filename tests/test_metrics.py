@@ -14,24 +14,11 @@ import torch
 from torch import Tensor
 from torchmetrics import retrieval as tmr
 
-from attnrec.evaluation import RankingEvaluator, rank_candidates, rank_full
+from attnrec.evaluation import DenseScoring, RankingEvaluator, rank_candidates, rank_full
 from attnrec.metrics import AUC, HR, MRR, NDCG, Precision, Recall
 
 K = 5
 METRICS = [HR(), Recall(), Precision(), NDCG(), MRR(), AUC()]
-
-
-class DenseScoring:
-    """A ``Scoring`` over a precomputed score matrix ``[B, N + 1]``."""
-
-    def __init__(self, scores: Tensor) -> None:
-        self.scores = scores
-
-    def chunk(self, lo: int, hi: int) -> Tensor:
-        return self.scores[:, lo:hi]
-
-    def items(self, ids: Tensor) -> Tensor:
-        return self.scores.gather(1, ids)
 
 
 def reference(preds: list[Tensor], relevant: list[Tensor], k: int) -> dict[str, float]:

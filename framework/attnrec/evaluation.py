@@ -71,6 +71,20 @@ class VectorScoring:
         return self.scorer(self.users, vectors)
 
 
+class DenseScoring:
+    """Scores given as a matrix ``[B, N + 1]`` (column = item id): ranks another system's scores
+    under attnrec's protocol and metrics, or small cases in tests."""
+
+    def __init__(self, scores: Tensor) -> None:
+        self.scores = scores
+
+    def chunk(self, lo: int, hi: int) -> Tensor:
+        return self.scores[:, lo:hi]
+
+    def items(self, ids: Tensor) -> Tensor:
+        return self.scores.gather(1, ids)
+
+
 def rank_full(
     scoring: Scoring,
     num_rows: int,

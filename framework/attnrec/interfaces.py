@@ -91,20 +91,22 @@ class ItemCatalog:
 class RecDataModule(L.LightningDataModule, ABC):
     """A data set: interactions, id maps, a split, loaders and the item catalog.
 
-    ``num_items`` and ``num_users`` must be answerable right after construction (the CLI links
-    them into the model before ``setup``). Training batches carry ``history [B, L]`` and
-    ``target [B, L]`` (0 where there is no target); evaluation batches carry ``user [B]``,
-    ``history [B, L]``, ``targets [B, T]`` (0-padded) and ``seen [B, S]`` (items masked in full
-    ranking), or ``candidates [B, C]`` + ``labels [B, C]`` when ranking a given list.
+    ``catalog`` (hence ``num_items`` and ``num_users``, read from it unless overridden) must be
+    answerable right after construction: the CLI links it into the model before ``setup``.
+    Training batches carry ``history [B, L]`` and ``target [B, L]`` (0 where there is no
+    target), optionally ``negatives [B, L, K]`` and ``target_weight [B, L]``; evaluation
+    batches carry ``user [B]``, ``history [B, L]``, ``targets [B, T]`` (0-padded) and
+    ``seen [B, S]`` (items masked in full ranking), or ``candidates [B, C]`` + ``labels [B, C]``
+    when ranking a given list.
     """
 
     @property
-    @abstractmethod
-    def num_items(self) -> int: ...
+    def num_items(self) -> int:
+        return self.catalog.num_items
 
     @property
-    @abstractmethod
-    def num_users(self) -> int: ...
+    def num_users(self) -> int:
+        return self.catalog.num_users
 
     @property
     @abstractmethod

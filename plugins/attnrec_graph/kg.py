@@ -20,7 +20,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 import torch
-from attnrec.data import DataFormatError, IdMap
+from attnrec.data import DataFormatError, IdMap, tsv_rows
 from attnrec.interfaces import ItemCatalog
 from torch import Tensor
 
@@ -52,16 +52,7 @@ def read_atomic(path: str | Path, fields: Iterable[str]) -> pd.DataFrame:
         if len(set(names)) != len(names):
             raise DataFormatError(f"{path}: duplicate column names in header {header!r}")
         rows = []
-        for line_no, line in enumerate(handle, start=2):
-            line = line.rstrip("\n\r")
-            if not line:
-                continue
-            values = line.split("\t")
-            if len(values) != len(names):
-                raise DataFormatError(
-                    f"{path}, line {line_no}: {len(values)} tab-separated fields, expected {len(names)} "
-                    f"({', '.join(names)}); fix or delete the line"
-                )
+        for line_no, values in tsv_rows(handle, path, names, "fix or delete the line", start=2):
             for name, value in zip(names, values):
                 if name in fields and not value:
                     raise DataFormatError(f"{path}, line {line_no}, column {name}: empty value; every field needs one")

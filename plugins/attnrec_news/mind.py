@@ -23,14 +23,14 @@ import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal, Sequence
+from typing import Any, Iterable, Literal, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from attnrec.data import DataFormatError, IdMap
+from attnrec.data import DataFormatError, IdMap, tsv_rows
 from attnrec.data.download import cache_root, fetch
 from attnrec.interfaces import Batch, ItemCatalog, RecDataModule
 
@@ -74,22 +74,6 @@ class Behaviors:
     histories: list[list[str]]
     candidates: list[list[str]]
     labels: list[list[int]] | None
-
-
-def tsv_rows(lines: Iterable[str], source: str, names: Sequence[str], fix: str) -> Iterator[tuple[int, list[str]]]:
-    """Non-blank tab-separated rows with their line numbers; a row with the wrong number of
-    fields raises naming ``source``, the line, the expected fields and ``fix``."""
-    for number, line in enumerate(lines, start=1):
-        line = line.rstrip("\r\n")
-        if not line.strip():
-            continue
-        fields = line.split("\t")
-        if len(fields) != len(names):
-            raise DataFormatError(
-                f"{source}, line {number}: expected {len(names)} tab-separated fields ({', '.join(names)}), "
-                f"found {len(fields)}. Fix: {fix}"
-            )
-        yield number, fields
 
 
 def parse_news(lines: Iterable[str], source: str, news: News | None = None) -> News:
@@ -375,8 +359,8 @@ class MINDDataModule(RecDataModule):
         if behaviors["train"].labels is None or behaviors["dev"].labels is None:
             split = "train" if behaviors["train"].labels is None else "dev"
             raise DataFormatError(f"{sources[split]['behaviors.tsv'][1]}: the {split} impressions carry no click labels (N123-1)")
-        self.item_map = IdMap(np.asarray(news.ids))
-        self.user_map = IdMap(np.asarray(sorted({u for b in behaviors.values() for u in b.users})))
+        self.item_map = IdMap(np.asarray(news.ids), "news")
+        self.user_map = IdMap(np.asarray(sorted({u for b in behaviors.values() for u in b.users})), "user")
         order = self.item_map.encode(np.asarray(news.ids))  # row of each parsed news
         self.splits = {split: self._encode(b) for split, b in behaviors.items() if b.labels is not None}
         self.test_split = "test" if "test" in self.splits else "dev"
@@ -427,16 +411,6 @@ class MINDDataModule(RecDataModule):
 
     # -------------------------------------------------------------------- facts
     @property
-    def num_items(self) -> int:
-        self._prepare()
-        return len(self.item_map)
-
-    @property
-    def num_users(self) -> int:
-        self._prepare()
-        return len(self.user_map)
-
-    @property
     def catalog(self) -> ItemCatalog:
         self._prepare()
         return self._catalog
@@ -468,10 +442,7 @@ class MINDDataModule(RecDataModule):
 
     def _user_index(self, user: Any) -> int:
         self._prepare()
-        try:
-            return self.user_map.index(user)
-        except KeyError:
-            raise KeyError(f"user {user!r} is not in {self.name} ({self.num_users} users)") from None
+        return self.user_map.index(user, where=self.name)
 
     def user_history(self, user: Any) -> Tensor:
         """The history of the user's most recent impression (test, else dev, else train), oldest first."""

@@ -16,6 +16,14 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
+def ml100k(tmp_path: Path, u_data: str) -> MovieLensDataModule:
+    """A MovieLens 100K folder whose ``u.data`` holds ``u_data``."""
+    folder = tmp_path / "ml-100k"
+    folder.mkdir()
+    write(folder / "u.data", u_data)
+    return MovieLensDataModule(path=str(folder))
+
+
 def load_csv(path: Path, **kwargs) -> InteractionDataModule:
     module = InteractionDataModule(path=str(path), **kwargs)
     module.setup()
@@ -33,21 +41,17 @@ def test_missing_column_names_file_column_and_mapping(tmp_path: Path) -> None:
 
 
 def test_non_integer_id_in_an_integer_format(tmp_path: Path) -> None:
-    folder = tmp_path / "ml-100k"
-    folder.mkdir()
-    write(folder / "u.data", "1\t10\t5\t100\n1\tx7\t4\t101\n")
+    module = ml100k(tmp_path, "1\t10\t5\t100\n1\tx7\t4\t101\n")
     with pytest.raises(DataFormatError, match=r"u\.data, row 2, column 'item': 'x7' is not an integer id"):
-        MovieLensDataModule(path=str(folder)).setup()
+        module.setup()
 
 
 def test_empty_file(tmp_path: Path) -> None:
     with pytest.raises(DataFormatError, match=r"empty\.csv: the file is empty"):
         load_csv(write(tmp_path / "empty.csv", ""))
-    folder = tmp_path / "ml-100k"
-    folder.mkdir()
-    write(folder / "u.data", "")
+    module = ml100k(tmp_path, "")
     with pytest.raises(DataFormatError, match=r"u\.data: the file is empty"):
-        MovieLensDataModule(path=str(folder)).setup()
+        module.setup()
 
 
 def test_header_only_file(tmp_path: Path) -> None:
@@ -71,14 +75,12 @@ def test_repeated_header_row(tmp_path: Path) -> None:
 
 
 def test_blank_lines_inside_data_are_reported_where_they_are(tmp_path: Path) -> None:
-    folder = tmp_path / "ml-100k"
-    folder.mkdir()
-    write(folder / "u.data", "1\t10\t5\t100\n\n1\t11\t4\t101\n")
+    module = ml100k(tmp_path, "1\t10\t5\t100\n\n1\t11\t4\t101\n")
     with pytest.raises(DataFormatError, match=r"u\.data, line 2: blank line inside the data; delete it"):
-        MovieLensDataModule(path=str(folder)).setup()
-    write(folder / "u.data", "1\t10\t5\t100\r\n1\t11\t4\t101\r\n1\tz\t4\t102\r\n\r\n\n")  # CRLF, trailing blanks
+        module.setup()
+    write(tmp_path / "ml-100k" / "u.data", "1\t10\t5\t100\r\n1\t11\t4\t101\r\n1\tz\t4\t102\r\n\r\n\n")  # CRLF, trailing blanks
     with pytest.raises(DataFormatError, match=r"u\.data, row 3, column 'item': 'z' is not an integer id"):
-        MovieLensDataModule(path=str(folder)).setup()
+        MovieLensDataModule(path=str(tmp_path / "ml-100k")).setup()
 
 
 def test_bad_timestamp(tmp_path: Path) -> None:

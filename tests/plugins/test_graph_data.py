@@ -111,7 +111,7 @@ def test_kg_triples_land_on_internal_item_ids(tmp_path: Path) -> None:
     [
         ("", LINK, DataFormatError, r"toy\.kg: the file is empty"),
         ("head_id:token\trelation_id:token\n", LINK, DataFormatError, r"toy\.kg: header .* lacks column\(s\) tail_id"),
-        (KG + "m.c\tdirected_by\n", LINK, DataFormatError, r"toy\.kg, line 6: 2 tab-separated fields, expected 3"),
+        (KG + "m.c\tdirected_by\n", LINK, DataFormatError, r"toy\.kg, line 6: expected 3 tab-separated fields \(head_id, relation_id, tail_id\), found 2"),
         ("head_id:token\trelation_id:token\ttail_id:token\n", LINK, DataFormatError, r"toy\.kg: only a header"),
         (KG, "item_id:token\tentity_id:token\n777\tm.a\n", DataFormatError, r"no item_id in the \.link file matches"),
         (KG, "item_id:token\tentity_id:token\n10\t\n", DataFormatError, r"toy\.link, line 2, column entity_id: empty"),

@@ -7,11 +7,11 @@ from .interactions import IdMap, Split, k_core, split
 from .movielens import MovieLensDataModule
 from .sequences import Collate, EvalLists, NegativeSampler, TrainWindows
 from .synthetic import SyntheticDataModule, generate
-from .tables import DataFormatError, read_table
+from .tables import DataFormatError, read_table, tsv_rows
 
 __all__ = [
     "AmazonReviewsDataModule", "ChecksumError", "Collate", "DataFormatError", "DownloadError", "EvalLists", "IdMap",
     "InteractionDataModule", "Loaded", "MovieLensDataModule", "NegativeSampler", "SequenceDataModule", "Split",
     "SyntheticDataModule",
-    "TrainWindows", "cache_root", "fetch", "generate", "k_core", "read_table", "split",
+    "TrainWindows", "cache_root", "fetch", "generate", "k_core", "read_table", "tsv_rows", "split",
 ]  # fmt: skip

@@ -104,7 +104,7 @@ class SequenceDataModule(RecDataModule):
             filtering = f"{self.k_core}-core" + ("" if filtering == "none" else f" after {filtering}")
             if len(users_raw) == 0:
                 raise DataFormatError(f"{self.k_core}-core filtering left no interactions; lower k_core")
-        self.user_map, self.item_map = IdMap(users_raw), IdMap(items_raw)
+        self.user_map, self.item_map = IdMap(users_raw, "user"), IdMap(items_raw, "item")
         users, items = self.user_map.encode(users_raw), self.item_map.encode(items_raw)
         self.split_data: Split = self.build_split(users, items, np.asarray(times, dtype=np.float64), rows)
         train = self.split_data.train
@@ -214,10 +214,7 @@ class SequenceDataModule(RecDataModule):
 
     def _user_index(self, user: Any) -> int:
         self._prepare()
-        try:
-            return self.user_map.index(user)
-        except KeyError:
-            raise KeyError(f"user {user!r} is not in {self.name} ({self.num_users} users)") from None
+        return self.user_map.index(user, where=self.name)
 
     def _all_items(self, index: int) -> np.ndarray:
         s = self.split_data

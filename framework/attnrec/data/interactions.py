@@ -18,7 +18,8 @@ class IdMap:
     not always the largest id).
     """
 
-    def __init__(self, raw: Sequence[Any] | np.ndarray) -> None:
+    def __init__(self, raw: Sequence[Any] | np.ndarray, kind: str = "id") -> None:
+        self.kind = kind  # what the ids name ("user", "item"), for errors
         values = np.unique(np.asarray(raw))
         self.raw: list[Any] = [None] + values.tolist()
         self._values = values
@@ -30,7 +31,8 @@ class IdMap:
     def encode(self, raw: np.ndarray) -> np.ndarray:
         return np.searchsorted(self._values, np.asarray(raw)) + 1
 
-    def index(self, raw: Any) -> int:
+    def index(self, raw: Any, where: str = "the data") -> int:
+        """The contiguous id of a raw one; an unknown one raises ``KeyError`` naming ``where``."""
         try:
             return self._index[raw]
         except KeyError:
@@ -38,7 +40,7 @@ class IdMap:
             for candidate in (_maybe_int(raw), str(raw)):
                 if candidate in self._index:
                     return self._index[candidate]
-            raise KeyError(f"unknown id {raw!r}") from None
+            raise KeyError(f"{self.kind} {raw!r} is not in {where} ({len(self)} {self.kind}s)") from None
 
 
 def _maybe_int(value: Any) -> Any:

@@ -7,7 +7,7 @@ import io
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import datasets
 import numpy as np
@@ -83,6 +83,26 @@ def parse_delimited(
         raise DataFormatError(f"{label}: the file is empty; it should hold one record per line") from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
         raise DataFormatError(f"{label}: cannot be parsed ({exc}); is it the right file for this format?") from exc
+
+
+def tsv_rows(
+    lines: Iterable[str], source: str | os.PathLike, names: Sequence[str], fix: str, start: int = 1
+) -> Iterator[tuple[int, list[str]]]:
+    """Non-blank tab-separated rows with their line numbers (the first is ``start``: 2 after a
+    header); a row with the wrong number of fields raises naming ``source``, the line, the
+    expected fields and ``fix``. For formats whose text fields are not quoted (MIND, RecBole
+    atomic files), where a CSV parser would misread a stray quote."""
+    for number, line in enumerate(lines, start=start):
+        line = line.rstrip("\r\n")
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) != len(names):
+            raise DataFormatError(
+                f"{source}, line {number}: expected {len(names)} tab-separated fields ({', '.join(names)}), "
+                f"found {len(fields)}. Fix: {fix}"
+            )
+        yield number, fields
 
 
 def _looks_like_lines(path: Path) -> bool:
