@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-DATA = "/work/shared/data/ml-100k/ml-100k.inter"
+DATA = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k" / "ml-100k.inter")
 RESULTS = Path(__file__).parent / "results" / "ecommerce.md"
 REFERENCE = {"NDCG@10": 0.0636, "HR@10": 0.1326, "MRR@10": 0.0429, "seconds/epoch": 150.0, "minutes": 50}
 BUDGETS = {"sasrec": 300, "din": 180, "bst": 180}
