@@ -1,4 +1,6 @@
-"""Malformed input: every error names the file, the row and column, and says how to fix it."""
+"""Malformed input: every error names the file, the row and column, and says how to fix it. The
+place is the line of a CSV/TSV file (the header is line 1) and the 1-based row of a Parquet or
+JSON Lines file."""
 
 from __future__ import annotations
 
@@ -7,6 +9,8 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 from attnrec.data import AmazonReviewsDataModule, DataFormatError, InteractionDataModule, MovieLensDataModule
 
@@ -65,7 +69,7 @@ def test_header_only_file(tmp_path: Path) -> None:
 def test_repeated_header_row(tmp_path: Path) -> None:
     text = "user,item,timestamp\n1,2,3\n1,3,4\nuser,item,timestamp\n2,2,5\n"
     with pytest.raises(
-        DataFormatError, match=r"twice\.csv, row 4: repeats the header line.*delete the repeated header"
+        DataFormatError, match=r"twice\.csv, line 4: repeats the header line.*delete the repeated header"
     ):
         load_csv(write(tmp_path / "twice.csv", text))
     header = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
@@ -86,7 +90,7 @@ def test_blank_lines_inside_data_are_reported_where_they_are(tmp_path: Path) -> 
 def test_bad_timestamp(tmp_path: Path) -> None:
     text = "user,item,timestamp\n1,2,100\n1,3,yesterday\n"
     with pytest.raises(
-        DataFormatError, match=r"time\.csv, row 3, column 'timestamp': 'yesterday' is neither.*ISO 8601"
+        DataFormatError, match=r"time\.csv, line 3, column 'timestamp': 'yesterday' is neither.*ISO 8601"
     ):
         load_csv(write(tmp_path / "time.csv", text))
 
@@ -99,8 +103,50 @@ def test_dates_are_accepted_as_timestamps(tmp_path: Path) -> None:
 
 def test_empty_id(tmp_path: Path) -> None:
     text = "user,item,timestamp\n1,2,100\n,3,101\n"
-    with pytest.raises(DataFormatError, match=r"noid\.csv, row 3, column 'user': empty id"):
+    with pytest.raises(DataFormatError, match=r"noid\.csv, line 3, column 'user': empty id"):
         load_csv(write(tmp_path / "noid.csv", text))
+
+
+def test_parquet_and_json_lines_errors_name_the_exact_row(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"user": ["1", "", "2"], "item": ["2", "3", "4"], "timestamp": [100, 101, 102]})
+    frame.to_parquet(tmp_path / "log.parquet")
+    with pytest.raises(DataFormatError, match=r"log\.parquet, row 2, column 'user': empty id"):
+        load_csv(tmp_path / "log.parquet")
+    write(tmp_path / "log.jsonl", frame.to_json(orient="records", lines=True))
+    with pytest.raises(DataFormatError, match=r"log\.jsonl, row 2, column 'user': empty id"):
+        load_csv(tmp_path / "log.jsonl")
+    frame.assign(user="1", timestamp=["100", "101", "soon"]).to_parquet(tmp_path / "time.parquet")
+    with pytest.raises(DataFormatError, match=r"time\.parquet, row 3, column 'timestamp': 'soon'"):
+        load_csv(tmp_path / "time.parquet")
+
+
+def test_csv_line_numbers_stay_exact_after_a_blank_line(tmp_path: Path) -> None:
+    text = "user,item,timestamp\n1,2,100\n\n1,,101\n"
+    with pytest.raises(DataFormatError, match=r"gap\.csv, line 3: blank line inside the data; delete it"):
+        load_csv(write(tmp_path / "gap.csv", text))
+    assert load_csv(write(tmp_path / "end.csv", "user,item,timestamp\n1,2,100\n1,3,101\n\n\n")).num_interactions == 2
+
+
+def test_non_finite_times_are_refused(tmp_path: Path) -> None:
+    text = "user,item,timestamp\n1,2,100\n1,3,inf\n"
+    with pytest.raises(
+        DataFormatError, match=r"inf\.csv, line 3, column 'timestamp': 'inf' is not a finite time.*Unix seconds"
+    ):
+        load_csv(write(tmp_path / "inf.csv", text))
+    frame = pd.DataFrame({"user": ["1", "1"], "item": ["2", "3"], "timestamp": [100.0, -np.inf]})
+    frame.to_parquet(tmp_path / "inf.parquet")
+    with pytest.raises(DataFormatError, match=r"inf\.parquet, row 2, column 'timestamp': -?inf is not a finite time"):
+        load_csv(tmp_path / "inf.parquet")
+
+
+def test_a_line_with_another_separator_is_named_as_such(tmp_path: Path) -> None:
+    text = "user,item,timestamp\n1,2,100\n1\t3\t101\n"
+    with pytest.raises(
+        DataFormatError, match=r"mixed\.csv, line 3: fields separated by '\\t', but the file's separator is ','"
+    ):
+        load_csv(write(tmp_path / "mixed.csv", text))
+    with pytest.raises(DataFormatError, match=r"missing column 'user'.*The header seems separated by ';': pass sep=';'"):
+        load_csv(write(tmp_path / "semi.csv", "user;item;timestamp\n1;2;100\n"))
 
 
 def test_amazon_json_errors_name_line_and_field(tmp_path: Path) -> None:

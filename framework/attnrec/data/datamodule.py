@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import warnings
 from abc import abstractmethod
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import datasets
 import numpy as np
@@ -17,6 +18,8 @@ from ..interfaces import Batch, ItemCatalog, RecDataModule
 from .interactions import IdMap, Split, SplitName, k_core, split
 from .sequences import Collate, EvalLists, NegativeSampler, Sampling, TrainWindows
 from .tables import DataFormatError, as_columns, read_table
+
+Duplicates = Literal["drop", "error", "keep"]
 
 
 @dataclass
@@ -34,7 +37,12 @@ class SequenceDataModule(RecDataModule):
     these arguments with ``**kwargs`` (jsonargparse resolves them for the CLI), restating only
     those whose default they change.
 
-    Ids are mapped to ``1..N`` in sorted raw-id order; ``k_core`` filters iteratively; ``split``
+    Ids are mapped to ``1..N`` in sorted raw-id order. ``duplicates`` says what becomes of an
+    interaction that repeats an earlier one exactly (same user, item and timestamp; without a
+    timestamp column the order is the time, so none does): ``drop`` (the default) keeps the
+    first with a warning that counts the dropped ones, ``error`` refuses the data, ``keep``
+    keeps them all (a repeated last interaction then leaks the test target into validation and
+    history). ``k_core`` filters iteratively, after duplicates are dropped; ``split``
     is ``loo`` (leave-one-out by time), ``temporal`` (global time cut-offs) or ``ratio`` (random
     per user). ``eval_negatives > 0`` switches evaluation from full ranking to that many
     sampled negatives per list (the paper protocol; numbers are not comparable with full ranking).
@@ -52,6 +60,7 @@ class SequenceDataModule(RecDataModule):
     def __init__(
         self,
         k_core: int = 0,
+        duplicates: Duplicates = "drop",
         split: SplitName = "loo",
         val_ratio: float = 0.1,
         test_ratio: float = 0.1,
@@ -72,6 +81,7 @@ class SequenceDataModule(RecDataModule):
         # in-memory table must not become a hyper-parameter.
         self.save_hyperparameters(ignore=["table"])
         self.k_core = k_core
+        self.duplicates = duplicates
         self.split_name = split
         self.val_ratio, self.test_ratio = val_ratio, test_ratio
         self.max_len = max_len
@@ -96,10 +106,11 @@ class SequenceDataModule(RecDataModule):
         cols = as_columns(loaded.interactions, ["user", "item", "timestamp"])
         users_raw, items_raw = cols["user"], cols["item"]
         times = cols.get("timestamp", np.arange(len(users_raw), dtype=np.float64))
-        rows = np.arange(len(users_raw))
+        rows = self._first_of_duplicates(users_raw, items_raw, times)
+        users_raw, items_raw, times = users_raw[rows], items_raw[rows], times[rows]
         filtering = loaded.filtering
         if self.k_core > 1:
-            rows = np.flatnonzero(k_core(users_raw, items_raw, self.k_core))
+            rows = rows[k_core(users_raw, items_raw, self.k_core)]
             users_raw, items_raw, times = users_raw[rows], items_raw[rows], times[rows]
             filtering = f"{self.k_core}-core" + ("" if filtering == "none" else f" after {filtering}")
             if len(users_raw) == 0:
@@ -121,6 +132,30 @@ class SequenceDataModule(RecDataModule):
         self._filtering = filtering
         self.num_interactions = len(users)
         self._prepared = True
+
+    def _first_of_duplicates(self, users: np.ndarray, items: np.ndarray, times: np.ndarray) -> np.ndarray:
+        """Rows of the loaded table left by the ``duplicates`` policy."""
+        rows = np.arange(len(users))
+        if self.duplicates == "keep":
+            return rows
+        repeated = pd.DataFrame({"user": users, "item": items, "time": times}).duplicated().to_numpy()
+        count = int(repeated.sum())
+        if count == 0:
+            return rows
+        first = int(np.flatnonzero(repeated)[0])
+        example = f"user {str(users[first])!r}, item {str(items[first])!r} at time {float(times[first])!r}"
+        if self.duplicates == "error":
+            raise DataFormatError(
+                f"{self.name}: {count} interactions repeat an earlier one exactly (same user, item and timestamp), "
+                f"e.g. {example}; remove them from the data, or pass duplicates='drop' to drop them with a warning"
+            )
+        warnings.warn(
+            f"{self.name}: dropped {count} interactions that repeat an earlier one exactly (same user, item and "
+            f"timestamp; the first is kept), e.g. {example}; pass duplicates='error' to refuse such data, or "
+            "'keep' to keep them",
+            stacklevel=3,
+        )
+        return rows[~repeated]
 
     def build_split(self, users: np.ndarray, items: np.ndarray, times: np.ndarray, rows: np.ndarray) -> Split:
         """The train/validation/test split of the interactions left after k-core filtering, as

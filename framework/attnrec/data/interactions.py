@@ -7,6 +7,8 @@ from typing import Any, Literal, Sequence
 
 import numpy as np
 
+from .tables import plain_id
+
 SplitName = Literal["loo", "temporal", "ratio"]
 
 
@@ -36,8 +38,8 @@ class IdMap:
         try:
             return self._index[raw]
         except KeyError:
-            # configs and command lines give ids as strings
-            for candidate in (_maybe_int(raw), str(raw)):
+            # configs and command lines give ids as strings, spelled as the user likes (" 1.0")
+            for candidate in (_maybe_int(raw), str(raw), plain_id(str(raw)), _maybe_int(plain_id(str(raw)))):
                 if candidate in self._index:
                     return self._index[candidate]
             raise KeyError(f"{self.kind} {raw!r} is not in {where} ({len(self)} {self.kind}s)") from None

@@ -1,13 +1,22 @@
-"""Reading interaction tables into HF ``datasets`` with errors that name file, row, column and fix."""
+"""Reading interaction tables into HF ``datasets`` with errors that name file, row, column and fix.
+
+The id policy: whitespace around an id is not part of it. A column whose ids are all integers
+(``1``, ``1.0``, ``+1``) is read in plain decimal form, so ``1``, `` 1`` and ``1.0`` are one
+user, with a warning that counts the ids written more than one way. In a column that also holds
+other ids, two spellings of one integer are refused naming both, since nothing tells whether
+they mean one id or two. Zero-padded ids (``007``) are codes and kept as written.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 import os
+import re
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Literal, Mapping, Sequence
 
 import datasets
 import numpy as np
@@ -20,22 +29,48 @@ class DataFormatError(ValueError):
     """Input data that cannot be read as interactions; the message says where and how to fix it."""
 
 
-def _reader(path: Path, sep: str | None, header: bool, names: Sequence[str] | None) -> pd.DataFrame:
+SEPARATORS = (",", "\t", ";", "|")
+"""Separators a line may use instead of the file's, for the mixed-separator diagnosis."""
+
+INTEGER_ID = re.compile(r"([+-]?)(0|[1-9][0-9]*)(?:\.0*)?")
+"""An id that is an integer in plain decimal form, possibly written as a float (``1.0``).
+Zero-padded ids (``007``) are codes, not integers: they are kept as written."""
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """How errors name a table's rows: ``line`` numbers for a delimited text (the header is line
+    1), 1-based ``row`` numbers for records (Parquet, JSON, in-memory tables), offset so that
+    the table's first row is ``first``. ``sep`` is a delimited text's separator, to recognise a
+    line written with another one."""
+
+    label: str
+    first: int = 1
+    unit: Literal["line", "row"] = "row"
+    sep: str | None = None
+
+    def __call__(self, index: int) -> str:
+        return f"{self.label}, {self.unit} {index + self.first}"
+
+
+def _reader(path: Path, sep: str | None, header: bool, names: Sequence[str] | None) -> tuple[pd.DataFrame, _Rows]:
     suffixes = "".join(path.suffixes[-2:]).lower()
     try:
         if suffixes.endswith((".parquet", ".pq")):
-            return pd.read_parquet(path)
+            return pd.read_parquet(path), _Rows(str(path))
         if suffixes.endswith((".json", ".jsonl", ".json.gz", ".jsonl.gz")):
-            return pd.read_json(path, lines=not suffixes.endswith(".json") or _looks_like_lines(path), dtype=False)
+            lines = not suffixes.endswith(".json") or _looks_like_lines(path)
+            return pd.read_json(path, lines=lines, dtype=False), _Rows(str(path))
         if sep is None:
             sep = "\t" if suffixes.endswith((".tsv", ".tsv.gz", ".inter", ".data")) else ","
-        return pd.read_csv(
+        frame = pd.read_csv(
             path,
             sep=sep,
             header=0 if header else None,
             names=list(names) if names is not None else None,
             dtype=str,
             keep_default_na=False,
+            skip_blank_lines=False,  # a skipped blank line would shift every later line number
             engine="python" if len(sep) > 1 else "c",
         )
     except pd.errors.EmptyDataError:
@@ -44,6 +79,10 @@ def _reader(path: Path, sep: str | None, header: bool, names: Sequence[str] | No
         ) from None
     except (pd.errors.ParserError, ValueError) as exc:
         raise DataFormatError(f"{path}: cannot be parsed ({exc}); check the separator (sep=...) and quoting") from exc
+    blank = len(frame)
+    while blank and not "".join(map(str, frame.iloc[blank - 1])).strip():
+        blank -= 1  # blank lines at the end are no data
+    return frame.iloc[:blank], _Rows(str(path), 2 if header else 1, "line", sep)
 
 
 def parse_delimited(
@@ -126,35 +165,37 @@ def read_table(
     """Read interactions into a ``datasets.Dataset`` with canonical columns.
 
     ``columns`` maps canonical names (``user``, ``item``, ``timestamp``, ``rating`` ...) to the
-    source's names; unmapped canonical names are looked up as they are. Ids stay as read
-    (strings or integers) unless ``integer_ids`` demands integers; ``timestamp`` must be
-    numeric or a date. Every problem raises :class:`DataFormatError` naming the file, the row
-    (1-based line in the file) and the column. For an in-memory ``source`` parsed from a
-    file, ``label`` names that file and ``first_line`` is the line of its first row. Other
-    columns are dropped unless ``extra`` (item tables keep their side information).
+    source's names; unmapped canonical names are looked up as they are. Ids follow the module's
+    policy (whitespace trimmed, integer columns in plain form) unless ``integer_ids`` demands
+    integers; ``timestamp`` must be a finite number or a date. Every problem raises
+    :class:`DataFormatError` naming the file, the place and the column: the line of a CSV/TSV
+    file (the header is line 1), the 1-based row of a Parquet or JSON (Lines) file. For an
+    in-memory ``source`` parsed from a file, ``label`` names that file and ``first_line`` is the
+    number of its first row. Other columns are dropped unless ``extra`` (item tables keep their
+    side information).
     """
     columns = dict(columns or {})
     if isinstance(source, datasets.Dataset):
-        label, frame = label or "<Dataset>", source.to_pandas()
+        frame, rows = source.to_pandas(), _Rows(label or "<Dataset>", first_line)
     elif isinstance(source, pd.DataFrame):
-        label, frame = label or "<DataFrame>", source.copy()
+        frame, rows = source.copy(), _Rows(label or "<DataFrame>", first_line)
     else:
         path = Path(source)
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such file; pass the path of an interactions file")
-        label, frame = str(path), _reader(path, sep, header, names)
-        first_line = 2 if header and names is None else 1
+        frame, rows = _reader(path, sep, header, names)
     if len(frame) == 0:
-        raise DataFormatError(f"{label}: no interactions (only a header, or empty); add at least one row")
+        raise DataFormatError(f"{rows.label}: no interactions (only a header, or empty); add at least one row")
+    raw = frame
     rename = {}
-    for canonical in {*required, *columns}:
+    for canonical in dict.fromkeys([*required, *columns]):
         source_name = columns.get(canonical, canonical)
         if source_name not in frame.columns:
             if canonical in required or canonical in columns:
                 found = ", ".join(map(str, frame.columns))
                 raise DataFormatError(
-                    f"{label}: missing column {source_name!r} (the {canonical!r} field); columns found: {found}. "
-                    f"Pass columns={{'{canonical}': '<your column>'}} to map it."
+                    f"{rows.label}: missing column {source_name!r} (the {canonical!r} field); columns found: {found}. "
+                    f"Pass columns={{'{canonical}': '<your column>'}} to map it.{_header_separator(frame, rows)}"
                 )
             continue
         rename[source_name] = canonical
@@ -162,68 +203,161 @@ def read_table(
         rename["timestamp"] = "timestamp"
     keep = [c for c in frame.columns if c in rename or (extra and c not in rename.values())]
     frame = frame[keep].rename(columns=rename)
-    _check_repeated_header(frame, rename, label, first_line)
+    _check_repeated_header(frame, rename, rows)
     for canonical in [c for c in ("user", "item") if c in frame.columns]:
         values = frame[canonical]
         missing = values.isna() | (values.astype(str).str.strip() == "")
         if bool(missing.any()):
-            row = int(np.flatnonzero(missing.to_numpy())[0])
+            index = int(np.flatnonzero(missing.to_numpy())[0])
             raise DataFormatError(
-                f"{label}, row {row + first_line}, column {canonical!r}: empty id; every interaction needs a "
-                "user and an item (drop incomplete rows first)"
+                _whole_row(raw, index, rows)
+                or f"{rows(index)}, column {canonical!r}: empty id; every interaction needs a user and an item "
+                "(drop incomplete rows first)"
             )
     for canonical in [c for c in ("user", "item") if c in frame.columns]:
         if integer_ids:
-            frame[canonical] = _as_integers(frame[canonical], label, canonical, first_line)
-        elif frame[canonical].dtype == object:  # JSON may mix 123 and "A12": one type, or ids cannot be sorted
-            frame[canonical] = frame[canonical].astype(str)
+            frame[canonical] = _as_integers(frame[canonical], rows, canonical, raw)
+        else:
+            frame[canonical] = _normalise_ids(frame[canonical], rows, canonical)
     if "timestamp" in frame.columns:
-        frame["timestamp"] = _as_time(frame["timestamp"], label, first_line)
+        frame["timestamp"] = _as_time(frame["timestamp"], rows, raw)
     if "rating" in frame.columns:
-        frame["rating"] = _as_number(frame["rating"], label, "rating", first_line)
+        frame["rating"] = _as_number(frame["rating"], rows, "rating", raw)
     return datasets.Dataset.from_pandas(frame.reset_index(drop=True), preserve_index=False)
 
 
-def _check_repeated_header(frame: pd.DataFrame, rename: dict[str, str], label: str, first_line: int) -> None:
+def _whole_row(raw: pd.DataFrame, index: int, rows: _Rows) -> str | None:
+    """When a field of a delimited text is wrong, what may be wrong with its whole line: blank,
+    or written with another separator (pandas then reads it as one field and empty ones)."""
+    if rows.sep is None:
+        return None
+    fields = [str(value) for value in raw.iloc[index]]
+    filled = [i for i, field in enumerate(fields) if field.strip()]
+    if not filled:
+        return f"{rows(index)}: blank line inside the data; delete it"
+    head = fields[: filled[-1] + 1]  # a line with another separator leaves the fields after it empty
+    others = [s for s in SEPARATORS if s != rows.sep and any(s in field for field in head)]
+    if others and "" in fields[len(head) :]:
+        return (
+            f"{rows(index)}: fields separated by {others[0]!r}, but the file's separator is {rows.sep!r} (as in its "
+            f"header); write every line with one separator (pass sep={others[0]!r} if the whole file uses it)"
+        )
+    return None
+
+
+def _header_separator(frame: pd.DataFrame, rows: _Rows) -> str:
+    """A hint when a delimited text's header was read as one column: it uses another separator."""
+    if rows.sep is None or len(frame.columns) != 1:
+        return ""
+    others = [s for s in SEPARATORS if s != rows.sep and s in str(frame.columns[0])]
+    return f" The header seems separated by {others[0]!r}: pass sep={others[0]!r}." if others else ""
+
+
+def _check_repeated_header(frame: pd.DataFrame, rename: dict[str, str], rows: _Rows) -> None:
     inverse = {v: k for k, v in rename.items()}
     keys = [c for c in ("user", "item") if c in inverse]
     same = np.ones(len(frame), dtype=bool)
     for canonical in keys:
         same &= frame[canonical].astype(str).to_numpy() == str(inverse[canonical])
     if keys and same.any():
-        row = int(np.flatnonzero(same)[0])
+        index = int(np.flatnonzero(same)[0])
         raise DataFormatError(
-            f"{label}, row {row + first_line}: repeats the header line (were files concatenated with their "
-            "headers?); delete the repeated header rows"
+            f"{rows(index)}: repeats the header line (were files concatenated with their headers?); delete the "
+            "repeated header rows"
         )
 
 
-def _as_integers(values: pd.Series, label: str, column: str, first_line: int) -> pd.Series:
+def plain_id(value: Any) -> Any:
+    """``value`` as the id policy reads it on its own: whitespace trimmed, an integer in plain
+    form (``" 1.0"`` -> ``"1"``); anything else unchanged. For ids given one at a time (a
+    ``recommend`` request)."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    match = INTEGER_ID.fullmatch(text)
+    if match is None:
+        return text
+    sign, digits = match.groups()
+    return ("-" if sign == "-" and digits != "0" else "") + digits
+
+
+def _normalise_ids(values: pd.Series, rows: _Rows, column: str) -> pd.Series:
+    """The module's id policy, applied to the distinct values (ids repeat, so this is cheap)."""
+    if pd.api.types.is_integer_dtype(values):
+        return values
+    if pd.api.types.is_float_dtype(values) and bool((np.isfinite(values) & (values == np.floor(values))).all()):
+        return values.astype(np.int64)  # integers in a float column (as pandas writes a column with gaps)
+    codes, uniques = pd.factorize(values.astype(str))  # JSON may mix 123 and "A12": one type, or ids cannot be sorted
+    spelled = pd.Series(np.asarray(uniques, dtype=object))
+    text = spelled.str.strip()
+    plain = text.map(plain_id)
+    integer = text.str.fullmatch(INTEGER_ID.pattern)
+    if bool(integer.all()):
+        read = plain
+    else:
+        read = text
+        numeric = pd.DataFrame({"plain": plain[integer], "text": text[integer]}).drop_duplicates("text")
+        twice = numeric[numeric["plain"].duplicated(keep=False)]
+        if len(twice):
+            a, b = twice.index[twice["plain"] == twice["plain"].iloc[0]][:2]
+            line_a, line_b = (int(np.flatnonzero(codes == i)[0]) for i in (a, b))
+            raise DataFormatError(
+                f"{rows(line_a)}, column {column!r}: {spelled[a]!r} and {spelled[b]!r} ({rows.unit} "
+                f"{line_b + rows.first}) are one integer written two ways among ids that are not all integers, so "
+                f"they may name one {column} or two; write each id one way throughout the file"
+            )
+    same = read[read.duplicated(keep=False)]
+    if len(same):
+        a, b = same.index[same == same.iloc[0]][:2]
+        warnings.warn(
+            f"{rows.label}, column {column!r}: {column} ids written in more than one way: {same.nunique()} (e.g. "
+            f"{spelled[a]!r} and {spelled[b]!r}); each is read as one id (whitespace trimmed, integers in plain form)",
+            stacklevel=2,
+        )
+    return pd.Series(read.to_numpy()[codes], index=values.index, dtype=object)
+
+
+def _shown(value: Any) -> str:
+    """A value as the file holds it (``inf``, not numpy's ``np.float64(inf)``)."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
+def _as_integers(values: pd.Series, rows: _Rows, column: str, raw: pd.DataFrame) -> pd.Series:
     numbers = pd.to_numeric(values, errors="coerce")
-    bad = numbers.isna() | (numbers != np.floor(numbers))
+    bad = ~np.isfinite(numbers) | (numbers != np.floor(numbers))
     if bool(bad.any()):
-        row = int(np.flatnonzero(bad.to_numpy())[0])
+        index = int(np.flatnonzero(bad.to_numpy())[0])
         raise DataFormatError(
-            f"{label}, row {row + first_line}, column {column!r}: {values.iloc[row]!r} is not an integer id; "
-            "this format stores integer ids, so fix the row or read the file with the generic loader"
+            _whole_row(raw, index, rows)
+            or f"{rows(index)}, column {column!r}: {_shown(values.iloc[index])} is not an integer id; this format "
+            "stores integer ids, so fix the row or read the file with the generic loader"
         )
     return numbers.astype(np.int64)
 
 
-def _as_number(values: pd.Series, label: str, column: str, first_line: int) -> pd.Series:
+def _as_number(values: pd.Series, rows: _Rows, column: str, raw: pd.DataFrame) -> pd.Series:
     numbers = pd.to_numeric(values, errors="coerce")
-    if bool(numbers.isna().any()):
-        row = int(np.flatnonzero(numbers.isna().to_numpy())[0])
+    bad = ~np.isfinite(numbers.astype(np.float64))
+    if bool(bad.any()):
+        index = int(np.flatnonzero(bad.to_numpy())[0])
+        what = "is not a number" if pd.isna(numbers.iloc[index]) else "is not a finite number"
         raise DataFormatError(
-            f"{label}, row {row + first_line}, column {column!r}: {values.iloc[row]!r} is not a number; "
-            "fix or drop the row"
+            _whole_row(raw, index, rows)
+            or f"{rows(index)}, column {column!r}: {_shown(values.iloc[index])} {what}; fix or drop the row"
         )
     return numbers.astype(np.float64)
 
 
-def _as_time(values: pd.Series, label: str, first_line: int) -> pd.Series:
+def _as_time(values: pd.Series, rows: _Rows, raw: pd.DataFrame) -> pd.Series:
     numbers = pd.to_numeric(values, errors="coerce")
     if not bool(numbers.isna().any()):
+        infinite = ~np.isfinite(numbers.astype(np.float64))
+        if bool(infinite.any()):
+            index = int(np.flatnonzero(infinite.to_numpy())[0])
+            raise DataFormatError(
+                f"{rows(index)}, column 'timestamp': {_shown(values.iloc[index])} is not a finite time, so the row "
+                "cannot be ordered; give its time in Unix seconds or as an ISO 8601 date, or drop the row"
+            )
         return numbers.astype(np.float64)
     with warnings.catch_warnings():  # "could not infer format": mixed formats are parsed one by one, as wanted
         warnings.simplefilter("ignore", UserWarning)
@@ -231,10 +365,11 @@ def _as_time(values: pd.Series, label: str, first_line: int) -> pd.Series:
     if not bool(dates.isna().any()):
         return (dates.astype("int64") // 10**9).astype(np.float64)
     bad = numbers.isna() & dates.isna()
-    row = int(np.flatnonzero(bad.to_numpy())[0]) if bad.any() else int(np.flatnonzero(numbers.isna().to_numpy())[0])
+    index = int(np.flatnonzero(bad.to_numpy())[0]) if bad.any() else int(np.flatnonzero(numbers.isna().to_numpy())[0])
     raise DataFormatError(
-        f"{label}, row {row + first_line}, column 'timestamp': {values.iloc[row]!r} is neither a number nor a date; "
-        "use Unix seconds or ISO 8601 dates throughout the column"
+        _whole_row(raw, index, rows)
+        or f"{rows(index)}, column 'timestamp': {_shown(values.iloc[index])} is neither a number nor a date; use Unix "
+        "seconds or ISO 8601 dates throughout the column"
     )
 
 
