@@ -60,7 +60,8 @@ def example_plugin(install_plugin: Callable[[str], Path]) -> Path:
 
 @pytest.fixture(scope="session")
 def broken_plugin(install_plugin: Callable[[str], Path]) -> Path:
-    """Site dir of ``attnrec-plugin-broken`` (entry points ``broken_import``, ``broken_hook``)."""
+    """Site dir of ``attnrec-plugin-broken`` (entry points ``broken_import``, ``broken_hook``,
+    ``broken_clash``)."""
     return install_plugin("plugin_broken")
 
 

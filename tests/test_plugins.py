@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+from jsonargparse import ArgumentParser
 
 import attnrec
 import attnrec.plugins
@@ -169,6 +170,46 @@ def test_strict_mode_makes_a_broken_plugin_fatal(installed) -> None:
     with pytest.raises(PluginError, match="'broken_import' from distribution 'attnrec-plugin-broken'.*ModuleNotFoundError"):
         installed(ATTNREC_LOAD_PLUGINS="example,broken_import", ATTNREC_STRICT_PLUGINS="1")
     assert attnrec.plugins._REGISTRY is None  # nothing half-loaded stays behind
+
+
+def test_strict_mode_names_every_problem(installed) -> None:
+    with pytest.raises(PluginError) as error:
+        installed(
+            ATTNREC_LOAD_PLUGINS="broken_clash,broken_hook,broken_import,example,exampel", ATTNREC_STRICT_PLUGINS="1"
+        )
+    lines = str(error.value).splitlines()
+    assert lines[0].startswith("ATTNREC_LOAD_PLUGINS names plugins that are not installed: exampel")
+    failed = "from distribution 'attnrec-plugin-broken' failed"
+    assert lines[1].startswith(f"plugin 'broken_clash' {failed}: PluginError: scorers component name 'DotScorer'")
+    assert lines[2].startswith(f"plugin 'broken_hook' {failed}: RuntimeError")
+    assert lines[3].startswith(f"plugin 'broken_import' {failed}: ModuleNotFoundError")
+    assert lines[4].startswith("(4 plugin problems; ATTNREC_STRICT_PLUGINS=1 makes them fatal: fix or uninstall")
+
+
+def test_a_failed_plugin_classes_are_disabled_and_the_registered_name_wins(
+    installed, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The rejected plugin's own DotScorer no longer makes ``DotScorer`` ambiguous, and the
+    rolled-back HalfRegisteredScorer cannot build a model (jsonargparse accepts an abstract
+    class for a factory argument, so the build refuses it)."""
+    with pytest.warns(RuntimeWarning, match="broken_clash"):
+        registry = installed(ATTNREC_LOAD_PLUGINS="broken_hook,broken_clash")
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_argument("--scorer", type=Callable[[int], attnrec.Scorer])  # as the model's scorer factory
+    assert parser.parse_args(["--scorer=DotScorer"]).scorer.class_path == "attnrec.scorers.DotScorer"
+    factory = parser.instantiate_classes(parser.parse_args(["--scorer=HalfRegisteredScorer"])).scorer
+    with pytest.raises(TypeError, match="abstract class HalfRegisteredScorer .*attnrec_plugin_failed_to_load"):
+        factory(8)
+    assert set(registry.disabled) == {
+        "attnrec_broken_plugin.hook_error.HalfRegisteredScorer", "attnrec_broken_plugin.name_clash.DotScorer",
+    }  # fmt: skip
+    assert registry.disabled["attnrec_broken_plugin.name_clash.DotScorer"].name == "broken_clash"
+    from attnrec.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as done:
+        main(["fit", "--model.scorer=DotScorer", "--print_config"])
+    assert done.value.code in (0, None) and "class_path: attnrec.scorers.DotScorer" in capsys.readouterr().out
 
 
 def test_disable_switch_skips_plugins_and_the_others_are_discovered(installed) -> None:
