@@ -100,6 +100,16 @@ def test_movielens_100k_zip_and_folder(tmp_path: Path) -> None:
     for name, data in ml100k_files().items():
         (folder / name).write_bytes(data)
     check_movielens(MovieLensDataModule(path=str(folder.parent)))  # found below the given folder
+    check_movielens(MovieLensDataModule(path=str(folder / "u.data")))  # the ratings file names its folder
+
+
+def test_movielens_path_to_another_file_says_what_path_takes(tmp_path: Path) -> None:
+    """Pointing path= at a file that is no release used to be called a broken download to delete."""
+    other = tmp_path / "ratings.csv"
+    other.write_text("user,item\n1,2\n")
+    with pytest.raises(DataFormatError, match=r"ratings\.csv: not a zip, a folder or an \.inter file; path= takes") as error:
+        MovieLensDataModule(path=str(other)).setup()
+    assert "delete" not in str(error.value)
 
 
 def test_movielens_1m_zip(tmp_path: Path) -> None:

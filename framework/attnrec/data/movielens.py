@@ -99,6 +99,14 @@ class MovieLensDataModule(SequenceDataModule):
     reading "liked"); the protocol's filtering field records it.
 
     Split, window, sampling and loader arguments are :class:`SequenceDataModule`'s.
+
+    Args:
+        variant: which release, ``100k`` or ``1m``.
+        root: where a download is cached (default: the attnrec cache, ``$ATTNREC_DATA``).
+        path: a local copy instead of a download: the GroupLens zip (``ml-100k.zip``), its
+            extracted folder or the ratings file in it (``u.data``, ``ratings.dat``), a folder
+            of RecBole atomic files, or an ``.inter`` file.
+        min_rating: keep only ratings at or above this (e.g. 4 for "liked"); default all.
     """
 
     def __init__(
@@ -130,6 +138,13 @@ class MovieLensDataModule(SequenceDataModule):
                 raise FileNotFoundError(
                     f"{location}: no such file or folder; pass the ml-{self.variant} zip, its extracted folder or "
                     "RecBole .inter files as path=, or leave path unset to download"
+                )
+            if location.is_file() and location.name == release.ratings:
+                location = location.parent  # the ratings file names its release folder, which holds the titles too
+            elif location.is_file() and location.suffix != ".inter" and not zipfile.is_zipfile(location):
+                raise DataFormatError(
+                    f"{location}: not a zip, a folder or an .inter file; path= takes the ml-{self.variant} zip, its "
+                    f"extracted folder (the one holding {release.ratings}) or a RecBole .inter file"
                 )
         atomic = sorted(location.glob("*.inter")) if location.is_dir() else [location]
         atomic = [p for p in atomic if p.suffix == ".inter"]
