@@ -113,7 +113,7 @@ def checkpoint(workdir: Path) -> Path:
         "--trainer.callbacks.dirpath", str(workdir / "ckpt"),
     )  # fmt: skip
     assert "test metrics" in done.stdout and "protocol" in done.stdout
-    (path,) = (workdir / "ckpt").glob("*.ckpt")
+    (path,) = (workdir / "ckpt").glob("best-*.ckpt")  # last.ckpt is written beside it
     return path
 
 

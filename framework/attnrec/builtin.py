@@ -7,9 +7,15 @@ from .hookspecs import Register, hookimpl
 
 @hookimpl
 def register_data(register: Register) -> None:
-    from .data import AmazonReviewsDataModule, InteractionDataModule, MovieLensDataModule, SyntheticDataModule
+    from .data import (
+        AmazonReviewsDataModule, InteractionDataModule, MovieLensDataModule, SyntheticDataModule,
+        UserSequencesDataModule,
+    )  # fmt: skip
 
-    for cls in (InteractionDataModule, SyntheticDataModule, MovieLensDataModule, AmazonReviewsDataModule):
+    for cls in (
+        InteractionDataModule, UserSequencesDataModule, SyntheticDataModule, MovieLensDataModule,
+        AmazonReviewsDataModule,
+    ):  # fmt: skip
         register(cls)
 
 

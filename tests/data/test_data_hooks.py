@@ -92,8 +92,9 @@ def test_user_batch_shapes_history_seen_and_ids() -> None:
     assert batch["history"].shape == (2, 2) and batch["history"][1].tolist() == everything_a[-2:]  # the latest
     assert batch["seen"].shape == (2, 5) and batch["seen"][1].tolist() == everything_a
     assert batch["seen"][0].tolist() == dm.user_history("c").tolist()  # c has five items too
-    short = Extended(max_len=4).user_batch(["d"])  # one interaction: left-padded
+    short = Extended(max_len=4, batching="fixed").user_batch(["d"])  # one interaction: left-padded to max_len
     assert short["history"].tolist() == [[0, 0, 0, short["seen"][0, 0].item()]]
+    assert Extended(max_len=4).user_batch(["d"])["history"].tolist() == [[short["seen"][0, 0].item()]]  # or not
     assert dm.max_len == 2  # what the CLI links into the model
 
 

@@ -128,7 +128,7 @@ def test_configs_train_through_the_cli(config: str, tmp_path: Path, monkeypatch:
     monkeypatch.chdir(tmp_path)
     main(["fit", "--config", str(CONFIGS / config), "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false",
           "--data.init_args.sample_users=60", "--data.init_args.sample_news=120"])  # fmt: skip
-    checkpoints = list(tmp_path.glob("lightning_logs/version_0/checkpoints/*.ckpt"))
+    checkpoints = list(tmp_path.glob("lightning_logs/*/checkpoints/best-*.ckpt"))  # last.ckpt is written beside it
     assert len(checkpoints) == 1
     model = NRMS.load_from_checkpoint(checkpoints[0], map_location="cpu", weights_only=False)
     expected = NRMSNewsEncoder if config == "nrms.yaml" else PLMNewsEncoder

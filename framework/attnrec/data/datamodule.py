@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 
 from ..interfaces import Batch, ItemCatalog, RecDataModule
 from .interactions import IdMap, Split, SplitName, k_core, split
-from .sequences import Collate, EvalLists, NegativeSampler, Sampling, TrainWindows
+from .sequences import Batching, Collate, EvalLists, LengthGroupedSampler, NegativeSampler, Sampling, TrainWindows
 from .tables import DataFormatError, as_columns, read_table
 
 Duplicates = Literal["drop", "error", "keep"]
@@ -46,6 +46,10 @@ class SequenceDataModule(RecDataModule):
     is ``loo`` (leave-one-out by time), ``temporal`` (global time cut-offs) or ``ratio`` (random
     per user). ``eval_negatives > 0`` switches evaluation from full ranking to that many
     sampled negatives per list (the paper protocol; numbers are not comparable with full ranking).
+    ``batching="length"`` (the default) pads each batch to its longest history and groups
+    training windows of similar length, so short-history data costs what its real items cost;
+    ``"fixed"`` pads every history to ``max_len`` (same scores, to float rounding; for
+    comparison).
 
     Extension points, all public so plugins never override the core's internals:
     :meth:`load` (read the source), :meth:`item_side` (catalog titles and features),
@@ -73,6 +77,7 @@ class SequenceDataModule(RecDataModule):
         eval_negatives: int = 0,
         eval_sampling: Sampling = "uniform",
         eval_mask_seen: bool = True,
+        batching: Batching = "length",
         num_workers: int = 0,
         seed: int = 0,
     ) -> None:
@@ -90,6 +95,7 @@ class SequenceDataModule(RecDataModule):
         self.num_negatives, self.negative_sampling = num_negatives, negative_sampling
         self.eval_negatives, self.eval_sampling = eval_negatives, eval_sampling
         self.eval_mask_seen = eval_mask_seen
+        self.batching = batching
         self.num_workers = num_workers
         self.seed = seed
         self._prepared = False
@@ -282,20 +288,23 @@ class SequenceDataModule(RecDataModule):
         also :meth:`user_batch`): :class:`Collate`, with training negatives for 'train'.
         Subclasses wrap it to add batch keys (the video plugin adds watch-ratio weights)."""
         self._prepare()
+        pad = "longest" if self.batching == "length" else "max_len"
         if stage == "train":
             sampler = self._sampler(self.negative_sampling) if self.num_negatives else None
-            return Collate(self.max_len, self.num_negatives, sampler)
-        return Collate(self.max_len)
+            return Collate(self.max_len, self.num_negatives, sampler, pad=pad)
+        return Collate(self.max_len, pad=pad)
 
     def train_dataloader(self) -> DataLoader:
         self._prepare()
         windows = TrainWindows(self.split_data.train, self.max_len, self.window_stride)
         if len(windows) == 0:
             raise DataFormatError(f"{self.name}: no user has two training interactions; nothing to train on")
+        grouped = self.batching == "length"
         return DataLoader(
             windows,
             batch_size=self.batch_size,
-            shuffle=True,
+            shuffle=not grouped,
+            sampler=LengthGroupedSampler(windows.lengths, self.batch_size) if grouped else None,
             collate_fn=self.collate_fn("train"),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
@@ -319,7 +328,7 @@ class SequenceDataModule(RecDataModule):
         seed = self.seed * 2 + (stage == "test")
         return EvalLists(
             np.asarray(users, dtype=np.int64), histories, wanted, self.max_len, self.eval_negatives, sampler, seed,
-            mask_seen=self.eval_mask_seen,
+            mask_seen=self.eval_mask_seen, by_length=self.batching == "length",
         )
 
     def _eval_loader(self, dataset: torch.utils.data.Dataset, stage: str) -> DataLoader:
@@ -350,7 +359,9 @@ class SequenceDataModule(RecDataModule):
         users = [u for u in range(1, self.num_users + 1) if len(self._all_items(u))]
         histories = [self._all_items(u) for u in users]
         empty = [np.zeros(0, dtype=np.int64)] * len(users)
-        lists = EvalLists(np.asarray(users, dtype=np.int64), histories, empty, self.max_len)
+        lists = EvalLists(
+            np.asarray(users, dtype=np.int64), histories, empty, self.max_len, by_length=self.batching == "length"
+        )
         return self._eval_loader(lists, "predict")
 
 
@@ -386,7 +397,9 @@ class InteractionDataModule(SequenceDataModule):
             return Loaded(read_table(self.table, self.columns))
         if self.path is None:
             raise ValueError(f"{type(self).__name__}: give path= (an interactions file) or table= (a Dataset)")
-        items = read_table(self.items_path, required=("item",), extra=True) if self.items_path else None
+        # the item table names its item column as the interactions do
+        item_column = {"item": self.columns["item"]} if self.columns and "item" in self.columns else None
+        items = read_table(self.items_path, item_column, required=("item",), extra=True) if self.items_path else None
         return Loaded(read_table(self.path, self.columns, sep=self.sep), items)
 
     @property

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Iterator, Literal
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 Sampling = Literal["uniform", "popularity"]
+Batching = Literal["length", "fixed"]
+"""``length``: histories padded to the longest in their batch, training windows grouped by
+length; ``fixed``: every history padded to ``max_len`` (the slow reference path)."""
 REDRAW_ROUNDS = 20
 
 
@@ -82,6 +85,11 @@ class TrainWindows(Dataset):
                 index.append((user, end))
         self.index = np.asarray(index, dtype=np.int64).reshape(-1, 2)
 
+    @property
+    def lengths(self) -> np.ndarray:
+        """History length of every window (what its batch is padded to at most)."""
+        return np.minimum(self.index[:, 1], self.max_len)
+
     def __len__(self) -> int:
         return len(self.index)
 
@@ -97,7 +105,9 @@ class EvalLists(Dataset):
 
     With ``negatives > 0`` the list is the targets plus that many sampled unseen items
     (``candidates`` + ``labels``), drawn with a per-list seed. ``mask_seen=False`` leaves seen
-    items in the full ranking (RecBole's protocol for sequential models).
+    items in the full ranking (RecBole's protocol for sequential models). ``by_length`` serves the
+    lists in order of history length (stable), so a batch padded to its longest history wastes
+    little; metrics are sums over lists and do not depend on the order.
     """
 
     def __init__(
@@ -110,6 +120,7 @@ class EvalLists(Dataset):
         sampler: NegativeSampler | None = None,
         seed: int = 0,
         mask_seen: bool = True,
+        by_length: bool = False,
     ) -> None:
         self.users, self.histories, self.targets = users, histories, targets
         self.mask_seen = mask_seen
@@ -117,11 +128,14 @@ class EvalLists(Dataset):
         self.negatives = negatives
         self.sampler = sampler
         self.seed = seed
+        lengths = np.asarray([min(len(h), max_len) for h in histories], dtype=np.int64)
+        self.order = np.argsort(lengths, kind="stable") if by_length else np.arange(len(users))
 
     def __len__(self) -> int:
         return len(self.users)
 
-    def __getitem__(self, i: int) -> dict[str, np.ndarray | int]:
+    def __getitem__(self, position: int) -> dict[str, np.ndarray | int]:
+        i = int(self.order[position])
         history, targets = self.histories[i], self.targets[i]
         example: dict[str, np.ndarray | int] = {
             "user": int(self.users[i]),
@@ -153,23 +167,36 @@ def _pad(rows: list[np.ndarray], length: int, left: bool = False) -> Tensor:
 
 
 class Collate:
-    """Pads examples into a batch: ``history``/``target`` left-padded to ``max_len`` (a fixed
-    width, so a user's scores never depend on who shares the batch), lists right-padded, plus
-    training negatives ``[B, L, K]`` when ``num_negatives > 0``."""
+    """Pads examples into a batch: ``history``/``target`` left-padded to the longest history
+    in the batch (``pad="longest"``, at most ``max_len``) or to ``max_len`` (``pad="max_len"``),
+    lists right-padded, plus training negatives ``[B, L, K]`` when ``num_negatives > 0``.
 
-    def __init__(self, max_len: int, num_negatives: int = 0, sampler: NegativeSampler | None = None) -> None:
+    Left padding keeps the latest item in the last column and attention masks padding out, so
+    a user's scores do not depend on the batch's width (to float rounding): short-history data
+    then costs what its real items cost instead of ``max_len`` positions each.
+    """
+
+    def __init__(
+        self, max_len: int, num_negatives: int = 0, sampler: NegativeSampler | None = None, pad: str = "max_len"
+    ) -> None:
+        if pad not in ("longest", "max_len"):
+            raise ValueError(f"Collate: pad={pad!r}; choose 'longest' or 'max_len'")
         self.max_len = max_len
         self.num_negatives = num_negatives
         self.sampler = sampler
+        self.pad = pad
 
     def __call__(self, examples: list[dict]) -> dict[str, Tensor]:
         batch: dict[str, Tensor] = {"user": torch.tensor([e["user"] for e in examples], dtype=torch.long)}
-        batch["history"] = _pad([e["history"] for e in examples], self.max_len, left=True)
+        width = self.max_len
+        if self.pad == "longest":
+            width = max(1, min(self.max_len, max(len(e["history"]) for e in examples)))
+        batch["history"] = _pad([e["history"] for e in examples], width, left=True)
         for key in ("targets", "seen", "candidates", "labels"):
             if key in examples[0]:
                 batch[key] = _pad([e[key] for e in examples], max(1, max(len(e[key]) for e in examples)))
         if "target" in examples[0]:
-            target = _pad([e["target"] for e in examples], self.max_len, left=True)
+            target = _pad([e["target"] for e in examples], width, left=True)
             batch["target"] = target
             if self.num_negatives:
                 assert self.sampler is not None
@@ -189,3 +216,34 @@ class Collate:
                     batch["negatives_logq"] = logq
                     batch["target_logq"] = self.sampler.log_prob(target)
         return batch
+
+
+class LengthGroupedSampler(Sampler[int]):
+    """Training order in which neighbouring examples have similar lengths: a random
+    permutation, cut into groups of ``batch_size * group`` examples, each sorted by length and
+    cut into batches, whose order is shuffled again. Batches stay random (a group spans many
+    users) but are padded to a width close to their items' real length. Hand-written because
+    torch has no length-grouped sampler; the idea is Hugging Face's ``LengthGroupedSampler``.
+    Randomness comes from torch's global generator, which ``seed_everything`` and Lightning's
+    resume set, as for ``RandomSampler``.
+    """
+
+    def __init__(self, lengths: np.ndarray, batch_size: int, group: int = 50) -> None:
+        self.lengths = torch.as_tensor(np.asarray(lengths), dtype=torch.long)
+        self.batch_size = batch_size
+        self.group = group
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self) -> Iterator[int]:
+        seed = int(torch.empty((), dtype=torch.int64).random_().item())
+        generator = torch.Generator().manual_seed(seed)
+        permutation = torch.randperm(len(self.lengths), generator=generator)
+        size = self.batch_size * self.group
+        batches = []
+        for group in permutation.split(size):
+            ordered = group[self.lengths[group].argsort(descending=True, stable=True)]
+            batches += list(ordered.split(self.batch_size))
+        for b in torch.randperm(len(batches), generator=generator).tolist():
+            yield from batches[b].tolist()
