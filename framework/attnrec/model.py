@@ -7,6 +7,7 @@ import inspect
 import math
 import sys
 import warnings
+from contextvars import ContextVar
 from typing import Any, Callable, Literal, NamedTuple, Sequence
 
 import lightning as L
@@ -14,6 +15,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from torch import Tensor
 
+from .checkpoints import CheckpointError, add_checksum, read_checkpoint, verify
 from .encoders import IdItemEncoder, TransformerUserEncoder
 from .evaluation import Ranking, RankingEvaluator, Scoring, VectorScoring, rank_candidates, rank_full
 from .interfaces import Batch, ItemCatalog, ItemEncoder, Loss, RecDataModule, Scorer, UserEncoder, UserEncoding
@@ -33,6 +35,8 @@ ScorerFactory = Callable[[int], Scorer]
 """Builds the scorer from ``dim``."""
 LossFactory = Callable[[], Loss]
 """Builds the loss: a :class:`~attnrec.interfaces.Loss` class or a partial of one."""
+_LOADING: ContextVar[str | None] = ContextVar("attnrec_loading_checkpoint", default=None)
+"""The file ``load_from_checkpoint`` is reading, for ``on_load_checkpoint``'s error messages."""
 BUILT_COMPONENTS = ("item_encoder", "user_encoder", "scorer")
 """The factory arguments a ready-made model builds from its own arguments: it calls
 ``self.save_hyperparameters(ignore=["catalog", *BUILT_COMPONENTS])`` after ``super().__init__``,
@@ -113,9 +117,12 @@ class Recommender(L.LightningModule):
 
     # ----------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Keep checkpoints self-describing and ``weights_only``-safe: factories become
-        ``class_path``/``init_args`` specs that jsonargparse (hence ``load_from_checkpoint``
-        and ``attnrec validate --ckpt_path``) turns back into factories."""
+        """Keep checkpoints self-describing, self-contained and ``weights_only``-safe: factories
+        become ``class_path``/``init_args`` specs that jsonargparse (hence
+        ``load_from_checkpoint`` and ``attnrec validate --ckpt_path``) turns back into
+        factories; the catalog and the serving data (users' id map and histories, see
+        :mod:`attnrec.data.serving`) travel as plain containers and tensors; a checksum over
+        the tensors, recorded last, lets every load detect a modified file."""
         checkpoint["attnrec_catalog"] = self.catalog.state()
         hparams = {key: to_spec(value) for key, value in checkpoint.get("hyper_parameters", {}).items()}
         hparams.setdefault("_class_path", f"{type(self).__module__}.{type(self).__qualname__}")
@@ -127,19 +134,39 @@ class Recommender(L.LightningModule):
             dm_hparams.setdefault("_class_path", f"{type(datamodule).__module__}.{type(datamodule).__qualname__}")
             dm_hparams.setdefault("_instantiator", "lightning.pytorch.cli.instantiate_module")
             checkpoint["datamodule_hyper_parameters"] = dm_hparams
+        from .data.serving import serving_state  # the data package is heavy; `import attnrec` stays light
+
+        serving = serving_state(datamodule) if datamodule is not None else None
+        if serving is not None:
+            checkpoint["attnrec_serving"] = serving
+        add_checksum(checkpoint)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse a checkpoint whose tensors no longer match their checksum, or one trained on
+        another catalogue than this model's (the data given now), with errors that say which
+        file and which sizes or ids differ instead of a raw ``load_state_dict`` mismatch."""
+        source = _LOADING.get() or str(getattr(self._trainer, "ckpt_path", None) or "the checkpoint")
+        verify(checkpoint, source)
+        check_catalog(checkpoint, self, source)
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, map_location: Any = None, **kwargs: Any) -> Recommender:  # type: ignore[override]
-        """As Lightning's, with the catalog restored from the checkpoint unless one is given.
-        Called on a base class, it builds the checkpoint's own (already imported) subclass:
-        Lightning would build ``cls`` and drop the subclass's extra arguments."""
-        state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+        """As Lightning's, with the catalog restored from the checkpoint unless one is given,
+        the content checksum verified, and a missing, empty or cut-short file reported as a
+        :class:`~attnrec.checkpoints.CheckpointError` naming it. Called on a base class, it
+        builds the checkpoint's own (already imported) subclass: Lightning would build
+        ``cls`` and drop the subclass's extra arguments."""
+        state = read_checkpoint(checkpoint_path, check=False)  # verified once, in on_load_checkpoint
         if "catalog" not in kwargs:
             kwargs["catalog"] = ItemCatalog.from_state(state["attnrec_catalog"])
         saved = _imported_class(state.get("hyper_parameters", {}).get("_class_path"))
         if saved is not None and saved is not cls and issubclass(saved, cls):
             return saved.load_from_checkpoint(checkpoint_path, map_location=map_location, **kwargs)
-        return super().load_from_checkpoint(checkpoint_path, map_location=map_location, **kwargs)
+        token = _LOADING.set(str(checkpoint_path))
+        try:
+            return super().load_from_checkpoint(checkpoint_path, map_location=map_location, **kwargs)
+        finally:
+            _LOADING.reset(token)
 
     # -------------------------------------------------------------- encoding
     def encode_users(self, batch: Batch, all_positions: bool = False, need_weights: bool = False) -> UserEncoding:
@@ -392,6 +419,42 @@ def to_spec(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return type(value)(to_spec(v) for v in value)
     return value
+
+
+def check_catalog(checkpoint: dict[str, Any], model: Recommender, source: str) -> None:
+    """Raise :class:`~attnrec.checkpoints.CheckpointError` when the checkpoint was trained on
+    another catalogue than ``model``'s: different sizes (its parameters would not fit) or the
+    same size with other item ids (every score would go to the wrong item)."""
+    saved = checkpoint.get("attnrec_catalog")
+    if saved is None:
+        return
+    own = model.state_dict()
+    misfit = [
+        f"{name} is {list(value.shape)} in the checkpoint, {list(own[name].shape)} here"
+        for name, value in checkpoint.get("state_dict", {}).items()
+        if name in own and own[name].shape != value.shape
+    ]
+    here = model.catalog
+    if misfit:
+        sizes = [
+            f"{what}: {then} in the checkpoint, {now} here"
+            for what, then, now in (
+                ("items", saved["num_items"], here.num_items),
+                ("users", saved.get("num_users", 0), here.num_users),
+            )
+            if then != now
+        ]
+        raise CheckpointError(
+            f"{source}: trained on another catalogue ({'; '.join(sizes) or 'same sizes, other features'}): "
+            f"{misfit[0]}. Evaluate it on the data it was trained on, or train a model on this data."
+        )
+    if saved["num_items"] == here.num_items and saved.get("raw_ids") != here.state()["raw_ids"]:
+        first = next(i for i, (a, b) in enumerate(zip(saved["raw_ids"], here.state()["raw_ids"])) if a != b)
+        raise CheckpointError(
+            f"{source}: trained on another catalogue with as many items ({here.num_items}) but other ids: "
+            f"internal id {first} is item {saved['raw_ids'][first]!r} in the checkpoint, {here.raw_ids[first]!r} "
+            "here. Evaluate it on the data it was trained on, or train a model on this data."
+        )
 
 
 def _imported_class(path: Any) -> type | None:
