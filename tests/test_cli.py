@@ -8,7 +8,9 @@ five seconds of imports per command. One trained checkpoint is shared.
 
 from __future__ import annotations
 
+import csv
 import re
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,6 +136,101 @@ def test_fit_with_the_example_plugin_config(example_plugin, attnrec_env, run_att
     assert re.search(r"class_path: attnrec_example_plugin.ALiBiAttention\n\s+init_args:\n\s+num_heads: 4", recorded)
     assert "learn_slopes: true" in recorded and "class_path: attnrec_example_plugin.LearnedTemperatureScorer" in recorded
     assert list(tmp_path.glob("lightning_logs/version_0/checkpoints/*.ckpt"))
+
+
+TOGETHER = """
+import os
+import time
+from pathlib import Path
+
+from lightning.fabric.loggers import csv_logs
+from lightning.pytorch.callbacks import Callback
+
+# Imported while the command line is parsed: each run waits here for the other, so both go on
+# together; and a run folder chosen by Lightning's logger is made a second later, as on a slow
+# shared file system.
+_arrived = Path(os.environ["RUNS_ARRIVED"])
+(_arrived / str(os.getpid())).touch()
+_deadline = time.monotonic() + 120
+while len(list(_arrived.iterdir())) < 2 and time.monotonic() < _deadline:
+    time.sleep(0.005)
+_next_version = csv_logs.CSVLogger._get_next_version
+
+
+def _slow_next_version(self):
+    version = _next_version(self)
+    time.sleep(1.0)
+    return version
+
+
+csv_logs.CSVLogger._get_next_version = _slow_next_version
+
+
+class Together(Callback):
+    pass
+"""
+
+
+def test_concurrent_runs_in_one_folder_get_folders_of_their_own(attnrec_env, tiny_data_args, tmp_path) -> None:
+    (tmp_path / "together.py").write_text(TOGETHER)
+    (tmp_path / "arrived").mkdir()
+    env = attnrec_env(tmp_path, ATTNREC_LOAD_PLUGINS="", OMP_NUM_THREADS="1", RUNS_ARRIVED=str(tmp_path / "arrived"))
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "attnrec.cli", "fit", *tiny_data_args, f"--model.dim={dim}", "--trainer.max_epochs=1",
+             "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1", "--trainer.limit_test_batches=1",
+             "--trainer.enable_progress_bar=false", "--trainer.callbacks+=together.Together"],
+            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        for dim in (16, 24)
+    ]
+    outputs = [run.communicate(timeout=300)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], "\n".join(outputs)
+    folders = sorted((tmp_path / "lightning_logs").iterdir())
+    assert [folder.name for folder in folders] == ["version_0", "version_1"]
+    dims = []
+    for folder in folders:
+        dims += re.findall(r"^    dim: (\d+)$", (folder / "config.yaml").read_text(), re.MULTILINE)
+        with (folder / "metrics.csv").open() as handle:
+            rows = list(csv.DictReader(handle))
+        assert len([row for row in rows if row["test/NDCG@10"]]) == 1 and len(rows) == 2, rows  # validation, test
+        assert len(list((folder / "checkpoints").glob("best-*.ckpt"))) == 1
+    assert sorted(dims) == ["16", "24"]
+
+
+# -------------------------------------------------------------------- errors
+def test_a_data_error_is_one_screen_in_cli_terms(tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "log.csv").write_text("user,item,timestamp\n1,10,5\n1,11,yesterday\n")
+    (tmp_path / "cols.csv").write_text("user,product\n1,10\n")
+    for path, expected in [
+        ("log.csv", r"log\.csv, (row|line) 3, column 'timestamp': 'yesterday' "),
+        ("cols.csv", r"cols\.csv: missing column 'item'.* Pass --data\.init_args\.columns=\{'item': '<your column>'\} "),
+    ]:  # the data's messages, with the Python API's columns= spoken as the flag
+        assert main(["fit", "--data=InteractionDataModule", f"--data.path={path}"]) == 1
+        error = capsys.readouterr().err
+        assert re.match(f"attnrec fit: data error: {expected}", error), error
+        assert f"(the file comes from --data.init_args.path={path})" in error
+        assert "Traceback" not in error and len(error.splitlines()) <= 4, error
+    with pytest.raises(Exception, match="is neither a number nor a date") as raised:
+        main(["fit", "--data=InteractionDataModule", "--data.path=log.csv", "--debug"])
+    assert type(raised.value).__name__ == "DataFormatError"  # the original, with its traceback
+    monkeypatch.setenv("ATTNREC_DEBUG", "1")
+    with pytest.raises(Exception, match="is neither a number nor a date"):
+        main(["fit", "--data=InteractionDataModule", "--data.path=log.csv"])
+
+
+def test_a_configuration_error_is_one_screen(capsys) -> None:
+    assert main(["fit", "--data.num_items=50"]) == 1  # a class refuses its arguments
+    error = capsys.readouterr().err
+    assert error.startswith("attnrec fit: configuration error: ") and "max_length must be at most half" in error
+    assert "Traceback" not in error and len(error.splitlines()) <= 4, error
+    with pytest.raises(SystemExit) as done:  # an argument that does not parse: no 40-line usage in front
+        main(["fit", "--model.dim=abc"])
+    assert done.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith("attnrec fit: configuration error: ") and "Got value: abc" in error
+    assert "usage:" not in error and len(error.splitlines()) <= 15, error
 
 
 def test_print_config_and_help_cover_plugin_components(example_importable, capsys) -> None:
