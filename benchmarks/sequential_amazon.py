@@ -1,0 +1,215 @@
+"""SASRec on the S3-Rec repository's Amazon sets (short histories): length-aware vs fixed-width
+batching, and test quality against the published table.
+
+Data: ``../shared/data/amazon_s3rec/{Toys_and_Games,Sports_and_Outdoors}.txt`` (one line per
+user, ``uid i1 i2 ...`` in time order; read by ``attnrec.data.UserSequencesDataModule``).
+Protocol (the S3-Rec table's): leave-one-out (last item test, second-to-last validation), full
+ranking over all items with the user's training items masked, HR@10 / NDCG@10. Model: SASRec,
+full-softmax cross-entropy, dim 64, 2 layers, 2 heads, max_len 50, dropout 0.2, lr 1e-3, batch
+256 windows.
+
+Part 1 (speed, one process, one seed, both paths in the same run so the ratio is fair): a
+training epoch and a validation pass with ``batching="fixed"`` (every history padded to 50) and
+``batching="length"`` (padded to the batch's longest, windows grouped by length); the second
+epoch of each is timed (the first warms caches).
+Part 2 (quality): length-aware SASRec trained under a wall-clock budget, validated every epoch;
+whenever validation NDCG@10 improves, the test set is scored too, so the curve is "test metric
+of the best-validation model so far against training wall time". Standard errors are of the
+test mean over users.
+
+    OMP_NUM_THREADS=2 python benchmarks/sequential_amazon.py --sets Toys_and_Games,Sports_and_Outdoors --minutes 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "amazon_s3rec"
+RESULTS = Path(__file__).parent / "results" / "sequential.md"
+PROTOCOL = """Data: `../shared/data/amazon_s3rec/{Toys_and_Games,Sports_and_Outdoors}.txt` (one line per user,
+items in time order; `attnrec.data.UserSequencesDataModule`). Protocol (the S3-Rec table's):
+leave-one-out (last item test, second-to-last validation), full ranking over all items with the
+user's training items masked, HR@10 / NDCG@10. Model: SASRec, full-softmax cross-entropy, dim 64,
+2 layers, 2 heads, max_len 50, dropout 0.2, Adam(W) lr 1e-3 constant, 256 windows per batch.
+Speed: the second training epoch and a validation pass of each batching, same process and seed.
+Quality: length-aware batching under a wall-clock budget, validated every epoch; the test set is
+scored whenever validation NDCG@10 improves (± is the standard error of the test mean over users)."""
+PUBLISHED = {  # S3-Rec repository table (all_rank.PNG): HR@10, NDCG@10
+    "Toys_and_Games": {"SASRec": (0.0675, 0.0374), "S3-Rec": (0.0700, 0.0376)},
+    "Sports_and_Outdoors": {"SASRec": (0.0350, 0.0192), "S3-Rec": (0.0385, 0.0204)},
+}
+
+
+def datamodule(name: str, batching: str) -> Any:
+    from attnrec.data import UserSequencesDataModule
+
+    return UserSequencesDataModule(
+        path=str(DATA / f"{name}.txt"), max_len=50, batch_size=256, eval_batch_size=512, batching=batching, seed=0
+    )
+
+
+def model(data: Any) -> Any:
+    from attnrec_ecommerce import SASRec
+
+    return SASRec(data.catalog, dim=64, num_layers=2, num_heads=2, dropout=0.2, lr=1e-3, max_len=50,
+                  metrics=("HR", "NDCG"), ks=(10,), schedule="constant")  # fmt: skip
+
+
+def trainer(**kwargs: Any) -> Any:
+    import lightning as L
+
+    base = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                num_sanity_val_steps=0, accelerator="cpu", devices=1)  # fmt: skip
+    return L.Trainer(**(base | kwargs))
+
+
+def padding(data: Any) -> tuple[int, int]:
+    """Real and padded history positions over one pass of the training loader."""
+    real = total = 0
+    for batch in data.train_dataloader():
+        real += int((batch["history"] != 0).sum())
+        total += batch["history"].numel()
+    return real, total
+
+
+def speed(name: str) -> list[dict[str, Any]]:
+    import lightning as L
+
+    rows = []
+    for batching in ("fixed", "length"):
+        L.seed_everything(0, verbose=False)
+        data = datamodule(name, batching)
+        data.setup("fit")
+        net = model(data)
+        trainer(max_epochs=1, limit_val_batches=0).fit(net, data)  # warm-up epoch
+        fit = trainer(max_epochs=2, limit_val_batches=0)
+        start = time.perf_counter()
+        fit.fit(net, data, ckpt_path=None)
+        # a fresh Trainer trains 2 more epochs; time per epoch is the mean of those
+        epoch = (time.perf_counter() - start) / 2
+        start = time.perf_counter()
+        trainer().validate(net, data, verbose=False)
+        validation = time.perf_counter() - start
+        real, total = padding(data)
+        rows.append({"batching": batching, "epoch_s": epoch, "validation_s": validation, "real": real, "padded": total})
+        print(json.dumps({"set": name, **rows[-1]}), flush=True)
+    return rows
+
+
+def per_user(net: Any, data: Any) -> tuple[list[float], list[float]]:
+    """HR@10 and NDCG@10 of every test list (one target each)."""
+    import torch
+
+    hits, gains = [], []
+    net.eval()
+    with torch.no_grad():
+        for batch in data.test_dataloader():
+            ranks = net.rank(batch).ranks[:, 0]
+            hits += (ranks <= 10).double().tolist()
+            gains += torch.where(ranks <= 10, 1.0 / torch.log2(ranks + 1.0), torch.zeros_like(ranks)).tolist()
+    return hits, gains
+
+
+def mean_se(values: list[float]) -> tuple[float, float]:
+    n = len(values)
+    mean = sum(values) / n
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
+
+
+def quality(name: str, minutes: float) -> dict[str, Any]:
+    import lightning as L
+
+    L.seed_everything(0, verbose=False)
+    data = datamodule(name, "length")
+    data.setup("fit")
+    net = model(data)
+    curve: list[dict[str, float]] = []
+    best = {"val": -1.0}
+    start = time.perf_counter()
+
+    class TestOnImprovement(L.Callback):
+        def on_validation_end(self, trainer: Any, module: Any) -> None:  # after the module logged its metrics
+            value = float(trainer.callback_metrics["val/NDCG@10"])
+            if value > best["val"]:
+                wall = time.perf_counter() - start
+                hits, gains = per_user(module, data)
+                module.train()
+                best.update(val=value, epoch=trainer.current_epoch, hr=mean_se(hits), ndcg=mean_se(gains), wall=wall)
+                curve.append({"epoch": trainer.current_epoch, "wall_s": round(wall, 1), "val_NDCG@10": value,
+                              "test_HR@10": best["hr"][0], "test_NDCG@10": best["ndcg"][0]})  # fmt: skip
+                print(json.dumps({"set": name, **curve[-1]}), flush=True)
+
+    fit = trainer(max_time={"minutes": minutes}, max_epochs=10_000, callbacks=[TestOnImprovement()])
+    fit.fit(net, data)
+    return {"set": name, "minutes": minutes, "epochs": fit.current_epoch, "best": best, "curve": curve,
+            "users": data.num_users, "items": data.num_items}  # fmt: skip
+
+
+def report(speeds: dict[str, list[dict[str, Any]]], results: list[dict[str, Any]], command: str) -> str:
+    lines = [
+        "## Short-history sequences: Amazon Toys and Sports (S3-Rec's files)",
+        "",
+        PROTOCOL,
+        "",
+        f"Command: `{command}` (2 CPU cores, nothing else running).",
+        "",
+        "### Length-aware vs fixed-width batching (same run, same seed)",
+        "",
+        "| set | batching | training epoch s | validation s | real / padded history positions |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for name, rows in speeds.items():
+        for row in rows:
+            share = f"{row['real']:,} / {row['padded']:,} ({row['real'] / row['padded']:.0%})"
+            lines.append(f"| {name} | {row['batching']} | {row['epoch_s']:.1f} | {row['validation_s']:.2f} | {share} |")
+        fixed, length = rows
+        lines.append(f"| {name} | **speed-up** | **{fixed['epoch_s'] / length['epoch_s']:.1f}x** | "
+                     f"**{fixed['validation_s'] / length['validation_s']:.1f}x** | |")  # fmt: skip
+    lines += ["", "### Test quality (best validation epoch within the budget) vs the published table", "",
+              "| set | model | HR@10 | NDCG@10 | epochs | train minutes |", "|---|---|---:|---:|---:|---:|"]  # fmt: skip
+    for result in results:
+        name, best = result["set"], result["best"]
+        for reference, (hr, ndcg) in PUBLISHED[name].items():
+            lines.append(f"| {name} | {reference} (published) | {hr:.4f} | {ndcg:.4f} | – | – |")
+        lines.append(
+            f"| {name} | attnrec SASRec, CE, length-aware | {best['hr'][0]:.4f} ± {best['hr'][1]:.4f} | "
+            f"{best['ndcg'][0]:.4f} ± {best['ndcg'][1]:.4f} | {best['epoch'] + 1} of {result['epochs']} | "
+            f"{result['minutes']:g} |"
+        )
+    lines += ["", "Time to quality (test metric of the best-validation model so far):", ""]
+    for result in results:
+        points = ", ".join(f"{p['wall_s']:.0f} s: {p['test_NDCG@10']:.4f}" for p in result["curve"])
+        lines.append(f"- {result['set']} NDCG@10 — {points}")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    import sys
+
+    import torch
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sets", default="Toys_and_Games,Sports_and_Outdoors")
+    parser.add_argument("--minutes", type=float, default=5.0, help="training budget per set (part 2)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--parts", default="speed,quality", help="speed, quality or both")
+    parser.add_argument("--out", default=str(RESULTS))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    names = args.sets.split(",")
+    parts = args.parts.split(",")
+    speeds = {name: speed(name) for name in names} if "speed" in parts else {}
+    results = [quality(name, args.minutes) for name in names] if "quality" in parts else []
+    text = report(speeds, results, "python benchmarks/sequential_amazon.py " + " ".join(sys.argv[1:]))
+    print(text)
+    Path(args.out).write_text(text)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
