@@ -24,6 +24,7 @@ import re
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -209,7 +210,7 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=0, help="training seconds per model (default: sasrec 300, din/bst 180)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: a second thread only waits on a shared machine)")
     parser.add_argument("--data", default=DATA)
-    parser.add_argument("--root", default="/tmp/attnrec-ecommerce-bench", help="checkpoint folder")
+    parser.add_argument("--root", default=str(Path(tempfile.gettempdir()) / "attnrec-ecommerce-bench"), help="checkpoint folder")
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--run", help=argparse.SUPPRESS)  # one model, in a child process
     args = parser.parse_args()

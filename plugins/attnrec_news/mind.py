@@ -346,7 +346,7 @@ class MINDDataModule(RecDataModule):
             sources[split] = {name: (_lines(f), str(f)) for name, f in files.items()}
         return sources
 
-    def _prepare(self) -> None:
+    def _read_impressions(self) -> None:
         if self._prepared:
             return
         sources = self._sources()
@@ -412,7 +412,7 @@ class MINDDataModule(RecDataModule):
     # -------------------------------------------------------------------- facts
     @property
     def catalog(self) -> ItemCatalog:
-        self._prepare()
+        self._read_impressions()
         return self._catalog
 
     @property
@@ -425,7 +425,7 @@ class MINDDataModule(RecDataModule):
 
     @property
     def protocol(self) -> dict[str, str]:
-        self._prepare()
+        self._read_impressions()
         if self.eval_protocol == "impressions":
             candidates = "impressions (each impression's shown news; MIND scorer)"
         else:
@@ -440,13 +440,13 @@ class MINDDataModule(RecDataModule):
             "filtering": "impressions without clicks skipped in evaluation",
         }
 
-    def _user_index(self, user: Any) -> int:
-        self._prepare()
+    def _internal_user(self, user: Any) -> int:
+        self._read_impressions()
         return self.user_map.index(user, where=self.name)
 
     def user_history(self, user: Any) -> Tensor:
         """The history of the user's most recent impression (test, else dev, else train), oldest first."""
-        return torch.as_tensor(self._latest_histories()[self._user_index(user)], dtype=torch.long)
+        return torch.as_tensor(self._latest_histories()[self._internal_user(user)], dtype=torch.long)
 
     def user_batch(self, users: Sequence[Any]) -> Batch:
         """Full-catalogue requests after each user's most recent history, which is also what
@@ -455,7 +455,7 @@ class MINDDataModule(RecDataModule):
             raise ValueError(f"{self.name}: user_batch needs at least one user id")
         examples = []
         for user in users:
-            index = self._user_index(user)
+            index = self._internal_user(user)
             history = self._latest_histories()[index]
             examples.append({"user": index, "history": history, "seen": history})
         return NewsCollate(self.max_len)(examples)
@@ -473,18 +473,18 @@ class MINDDataModule(RecDataModule):
 
     # ------------------------------------------------------------------ loaders
     def setup(self, stage: str | None = None) -> None:
-        self._prepare()
+        self._read_impressions()
 
     def train_dataloader(self) -> DataLoader:
-        self._prepare()
+        self._read_impressions()
         clicks = TrainClicks(self.splits["train"], self.npratio, self.num_items)
         if len(clicks) == 0:
             raise DataFormatError(f"{self.name}: the train impressions hold no clicks; nothing to train on")
         return DataLoader(clicks, batch_size=self.batch_size, shuffle=True, collate_fn=NewsCollate(self.max_len),
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0)  # fmt: skip
 
-    def _eval_loader(self, split: str) -> DataLoader:
-        self._prepare()
+    def _impression_loader(self, split: str) -> DataLoader:
+        self._read_impressions()
         dataset = ImpressionLists(self.splits[split], self.eval_protocol)
         sampler = None
         if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -495,14 +495,14 @@ class MINDDataModule(RecDataModule):
                           collate_fn=NewsCollate(self.max_len), num_workers=self.num_workers)  # fmt: skip
 
     def val_dataloader(self) -> DataLoader:
-        return self._eval_loader("dev")
+        return self._impression_loader("dev")
 
     def test_dataloader(self) -> DataLoader:
-        return self._eval_loader(self.test_split)
+        return self._impression_loader(self.test_split)
 
     def predict_dataloader(self) -> DataLoader:
         """Every user with their most recent history, for full-catalogue recommendations."""
-        self._prepare()
+        self._read_impressions()
         users = np.arange(1, self.num_users + 1)
         histories = self._latest_histories()[1:]
         lists = Impressions(users, histories, [np.zeros(0, np.int64)] * len(users), [np.zeros(0, np.int64)] * len(users))
