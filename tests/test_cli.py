@@ -304,6 +304,13 @@ def test_a_misspelled_component_name_gets_the_close_registered_ones(capsys, fres
     assert re.search(r"'Zebra' is not a registered component.*\n\s+data: .*SyntheticDataModule", capsys.readouterr().err)
 
 
+def test_version_prints_the_installed_version(capsys) -> None:
+    import attnrec
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"attnrec {attnrec.__version__}"
+
+
 def test_unknown_subcommand_is_a_clear_error(capsys) -> None:
     assert main(["frobnicate"]) == 2
     error = capsys.readouterr().err

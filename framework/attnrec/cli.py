@@ -520,6 +520,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(argv: list[str], debug: bool = False) -> int:
+    if argv and argv[0] in ("--version", "-V"):
+        from . import __version__
+
+        print(f"attnrec {__version__}")
+        return 0
     if argv and argv[0] == "plugins":
         return plugins_main(argv[1:])
     if argv and argv[0] == "recommend":
