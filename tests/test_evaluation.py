@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-from torch import Tensor
 
 from attnrec.data import SyntheticDataModule
 from attnrec.evaluation import DenseScoring, RankingEvaluator, evaluate_popularity, gini, rank_candidates, rank_full
