@@ -121,6 +121,11 @@ def test_fit_trains_plugin_components_named_by_short_class_name(trained: Trained
     popularity = evaluate_popularity(SyntheticDataModule(**tiny_data), "test", metrics=("NDCG",), ks=(10,))["NDCG@10"]
     model = metric(trained.stdout, "NDCG@10")
     assert model > 1.3 * popularity, f"NDCG@10 {model:.4f} does not beat popularity {popularity:.4f} on planted structure"
+    # the table shows the popularity baseline under the same protocol beside the model, and a legend
+    beside = re.search(r"│ NDCG@10\s+│\s+[0-9.]+ │\s+([0-9.]+) │", trained.stdout)
+    assert beside and float(beside.group(1)) == pytest.approx(popularity, abs=1e-4), trained.stdout
+    assert "HR@k = a held-out item in the top k" in " ".join(trained.stdout.split())
+    assert "litlogger" not in trained.stdout + trained.stderr and "LeafSpec" not in trained.stderr
 
 
 def test_fit_with_the_example_plugin_config(example_plugin, attnrec_env, run_attnrec, tiny_data_args, tmp_path) -> None:

@@ -127,6 +127,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Recommender, Synt
     model = Recommender(datamodule.catalog, dim=32, user_encoder=encoder, lr=5e-3, ks=(5, 10))
     run = trainer(2)
     run.fit(model, datamodule)
+    check = trainer(validation=True)
+    check.validate(model, datamodule, verbose=False)
+    assert set(check.progress_bar_metrics) == {"val/NDCG@5"}  # the bar shows what the checkpoint watches
     path = tmp_path_factory.mktemp("ckpt") / "model.ckpt"
     run.save_checkpoint(path)
     return model.eval(), datamodule, path

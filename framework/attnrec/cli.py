@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import logging
 import os
 import re
 import sys
@@ -26,6 +27,7 @@ from typing import Any, Iterator, Mapping, NoReturn, Sequence
 import yaml
 from jsonargparse import Namespace
 from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 
@@ -98,6 +100,16 @@ class ConfigError(ValueError):
     """A class of the configuration refused its arguments."""
 
 
+class RunProgressBar(RichProgressBar):
+    """Lightning's bar without ``v_num``: the last four characters of the run folder's name
+    (``on_3``) say nothing the run folder printed at the end does not."""
+
+    def get_metrics(self, trainer: Trainer, pl_module: Any) -> dict[str, Any]:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return metrics
+
+
 class AttnRecCLI(LightningCLI):
     """Links data facts into the model, gives each run a folder of its own, resumes and checks
     checkpoints, and tests the best checkpoint after ``fit``.
@@ -138,6 +150,9 @@ class AttnRecCLI(LightningCLI):
         if config.get("logger") in (None, True) and "logger" not in kwargs:
             root = config.get("default_root_dir") or os.getcwd()
             kwargs["logger"] = CSVLogger(root, name=RUNS, version=run_folder(root, RUNS))
+        callbacks = list(kwargs.get("callbacks", config.get("callbacks")) or [])
+        if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
+            kwargs["callbacks"] = [*callbacks, RunProgressBar()]
         return super().instantiate_trainer(**kwargs)
 
     def _parse_ckpt_path(self) -> None:
@@ -218,13 +233,31 @@ class AttnRecCLI(LightningCLI):
         if self.random_state is not None:
             set_random_state(self.random_state)
 
+    def before_test(self) -> None:
+        self.add_popularity_baseline()
+
     def after_fit(self) -> None:
         if self.trainer.interrupted:
             return
+        self.add_popularity_baseline()
         ckpt = "best" if self.trainer.checkpoint_callback is not None and self.trainer.checkpoint_callback.best_model_path else None
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt, verbose=False)
         if self.trainer.is_global_zero and ckpt:
             print(f"best checkpoint: {self.trainer.checkpoint_callback.best_model_path}")
+
+
+    def add_popularity_baseline(self) -> None:
+        """Show the most-popular baseline, under the same protocol and metrics, beside the
+        test figures: a number means little without the floor it has to clear."""
+        model = self.model
+        if not (self.trainer.is_global_zero and isinstance(model, Recommender) and self.datamodule is not None):
+            return
+        if type(model).__name__ == "PopularityRecommender":
+            return
+        from .evaluation import evaluate_popularity
+
+        names = [type(metric).__name__ for metric in model.metric_objects]
+        model.reference_results["popularity"] = evaluate_popularity(self.datamodule, "test", metrics=names, ks=model.ks)
 
 
 _MISSING = object()
@@ -495,6 +528,20 @@ def data_from_config(path: str, ckpt_path: str, catalog: ItemCatalog) -> RecData
     return data
 
 
+class _DropAdvert(logging.Filter):
+    """Lightning advertises its cloud logger on every run; the line says nothing about the run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+def quiet() -> None:
+    """Drop the notices every run printed that the user can do nothing about: Lightning's
+    litlogger advert and torch's ``LeafSpec`` deprecation raised inside Lightning."""
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropAdvert())
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``attnrec``. ``--debug`` anywhere (or ``ATTNREC_DEBUG=1``) shows the traceback of a
     data, configuration or checkpoint error instead of its one-screen explanation."""
@@ -505,6 +552,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv = [arg for arg in argv if arg != "--debug"]
         if from_command_line:
             sys.argv = [sys.argv[0], *argv]
+    quiet()
     try:
         return _dispatch(argv, debug)
     except PluginError as exc:  # raised only under ATTNREC_STRICT_PLUGINS=1; the traceback adds nothing

@@ -83,3 +83,26 @@ class AUC(RankingMetric):
 
 
 BUILTIN_METRICS = (HR, Recall, Precision, NDCG, MRR, AUC)
+
+
+LEGEND = {
+    "HR": "HR@k = a held-out item in the top k (equals Recall@k when a list holds one)",
+    "NDCG": "NDCG@k and MRR@k discount hits by rank",
+    "MRR": "NDCG@k and MRR@k discount hits by rank",
+    "AUC": "AUC = share of (held-out, other) pairs ordered right",
+    "GAUC": "GAUC = AUC averaged per user (equals AUC with one list per user)",
+    "Coverage": "Coverage@k = share of the catalogue recommended at all",
+    "Novelty": "Novelty@k = mean -log2 popularity share of recommended items, in bits",
+    "Gini": "Gini@k = 0 when recommendations spread evenly, 1 when all go to one item",
+}
+
+
+def metric_legend(results: dict[str, float]) -> str:
+    """One line explaining the metric names in ``results`` (metrics without an entry in
+    :data:`LEGEND`, such as a plugin's own, are left to their docstrings)."""
+    lines: list[str] = []
+    for name in results:
+        line = LEGEND.get(name.split("@")[0])
+        if line is not None and line not in lines:
+            lines.append(line)
+    return "; ".join(lines)

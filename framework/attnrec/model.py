@@ -20,6 +20,7 @@ from .encoders import IdItemEncoder, TransformerUserEncoder
 from .evaluation import Ranking, RankingEvaluator, Scoring, VectorScoring, rank_candidates, rank_full
 from .interfaces import Batch, ItemCatalog, ItemEncoder, Loss, RecDataModule, Scorer, UserEncoder, UserEncoding
 from .losses import CrossEntropyLoss
+from .metrics import metric_legend
 from .scorers import DotScorer
 
 # The evaluator's figures are already reduced across processes (float64 sums), so they are
@@ -114,6 +115,8 @@ class Recommender(L.LightningModule):
         self.metric_objects = [get_component("metrics", name)() for name in metrics]
         self.evaluator = self._evaluator(None)
         self.protocol: dict[str, str] = {}
+        # other models' test figures under the same protocol, printed beside this one's
+        self.reference_results: dict[str, dict[str, float]] = {}
 
     # ----------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -330,7 +333,12 @@ class Recommender(L.LightningModule):
 
     def _log_evaluation(self, stage: str) -> dict[str, float]:
         results = self.evaluation_results()
-        self.log_dict({f"{stage}/{name}": value for name, value in results.items()}, sync_dist=False)
+        shown = next((name for name in (f"NDCG@{self.ks[0]}", f"HR@{self.ks[0]}") if name in results), None)
+        if stage != "val":
+            shown = None
+        self.log_dict({f"{stage}/{name}": value for name, value in results.items() if name != shown}, sync_dist=False)
+        if shown is not None:  # the progress bar shows what the default checkpoint watches
+            self.log(f"{stage}/{shown}", results[shown], prog_bar=True, sync_dist=False)
         return results
 
     def on_validation_epoch_end(self) -> None:
@@ -348,11 +356,17 @@ class Recommender(L.LightningModule):
         protocol = ", ".join(f"{key}={value}" for key, value in self.protocol.items()) or "unknown (no RecDataModule)"
         table = Table(title=f"{stage} metrics")
         table.add_column("metric")
-        table.add_column("value", justify="right")
+        table.add_column(type(self).__name__, justify="right")
+        for other in self.reference_results:
+            table.add_column(other, justify="right")
         for name, value in results.items():
-            table.add_row(name, f"{value:.4f}")
+            others = [self.reference_results[other].get(name) for other in self.reference_results]
+            table.add_row(name, f"{value:.4f}", *("-" if v is None else f"{v:.4f}" for v in others))
         console = Console()
         console.print(table)
+        legend = metric_legend(results)
+        if legend:
+            console.print(f"[bold]metrics[/bold]: {legend}")
         console.print(f"[bold]protocol[/bold]: {protocol}")
 
     # ---------------------------------------------------------- inference
