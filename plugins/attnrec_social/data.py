@@ -121,11 +121,19 @@ class SocialDataModule(InteractionDataModule):
         if bad.any():
             index = int(np.flatnonzero(bad)[0])
             raise DataFormatError(
-                f"{self.name}, interaction {index + 1} (data row {index + 1}), field 'rating': {counts[index]!r} is "
-                "not a positive count; listen counts weigh the loss and must be > 0 (drop the row, or pass "
-                "weighting='none')"
+                f"{self.row_label(index)}, field 'rating': {float(counts[index])!r} is not a positive count; listen "
+                "counts weigh the loss and must be > 0 (drop the row, or pass weighting='none')"
             )
         return counts
+
+    def row_label(self, index: int) -> str:
+        """Where the ``index``-th loaded interaction is: a delimited file's line (the header is
+        line 1), else its 1-based row."""
+        if self.path is None or self.table is not None:
+            return f"{self.name}, row {index + 1}"
+        if Path(self.path).suffix.lower() in (".parquet", ".pq", ".json", ".jsonl"):
+            return f"{self.path}, row {index + 1}"
+        return f"{self.path}, line {index + 2}"
 
     # --------------------------------------------------------------- split
     def split_positions(self, users: np.ndarray, times: np.ndarray, rows: np.ndarray) -> Split:
@@ -208,6 +216,7 @@ class LastFMSocialDataModule(SocialDataModule):
         )  # fmt: skip
         self.save_hyperparameters(ignore=["table", "path", "social_path", "columns", "social_columns", "split", "val_ratio", "test_ratio"])
         self.folder = folder
+        self.train_lines = 0
 
     @property
     def name(self) -> str:
@@ -222,10 +231,17 @@ class LastFMSocialDataModule(SocialDataModule):
                 path, {"rating": "rating"}, sep="\t", header=False, names=("user", "item", "rating"), integer_ids=True
             ).to_pandas()
             frames.append(table.assign(timestamp=float(time)))
+        self.train_lines = len(frames[0])
         return Loaded(datasets.Dataset.from_pandas(pd.concat(frames, ignore_index=True), preserve_index=False))
 
     def social_table(self) -> SocialTable:
         return read_social_table(Path(self.folder) / "trustnetwork.txt", header=False, sep="\t")
+
+    def row_label(self, index: int) -> str:
+        train_lines = self.train_lines
+        if index < train_lines:
+            return f"{Path(self.folder) / 'data1.txt'}, line {index + 1}"
+        return f"{Path(self.folder) / 'test1.txt'}, line {index - train_lines + 1}"
 
     def split_positions(self, users: np.ndarray, times: np.ndarray, rows: np.ndarray) -> Split:
         """The given split: lines of ``data1.txt`` train, lines of ``test1.txt`` test."""
