@@ -52,7 +52,9 @@ SUBCOMMANDS = ("fit", "validate", "test", "predict")
 RUNS = "lightning_logs"
 EXTRA = (
     "Also: `attnrec plugins` (installed plugins and their components), `attnrec recommend --ckpt_path CKPT --user ID "
-    "-k 10`; `attnrec fit --ckpt_path last` resumes the newest run; --debug shows the traceback of an error."
+    "-k 10`; `attnrec predict --ckpt_path CKPT --predictions.path top.parquet` writes every user's top-k; "
+    "`attnrec export`, `attnrec serve`; `attnrec fit --ckpt_path last` resumes the newest run; --debug shows the "
+    "traceback of an error."
 )
 
 
@@ -133,6 +135,17 @@ class AttnRecCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: Any) -> None:
         parser.link_arguments("data.catalog", "model.init_args.catalog", apply_on="instantiate")
         parser.link_arguments("data.max_len", "model.init_args.max_len", apply_on="instantiate")
+
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
+        """``predict`` gets a :class:`~attnrec.predict.TopKWriter` callback, configured as
+        ``--predictions.path`` (Parquet, or CSV by extension; default the run folder's
+        ``predictions.parquet``), ``--predictions.k`` and ``--predictions.exclude_seen``."""
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        if subcommand == "predict":
+            from .predict import TopKWriter
+
+            parser.add_lightning_class_args(TopKWriter, "predictions")
+        return parser
 
     def instantiate_classes(self) -> None:
         try:
@@ -382,9 +395,30 @@ def _config_paths(args: Sequence[str]) -> list[str]:
     return paths
 
 
+def checkpoint_data(argv: Sequence[str]) -> list[str]:
+    """``predict --ckpt_path FILE`` naming no data (neither ``--data...`` nor ``--config``)
+    predicts for the users the checkpoint holds (:class:`~attnrec.data.serving.CheckpointDataModule`)
+    instead of the default data: the arguments that say so, or none."""
+    if not argv or argv[0] != "predict" or _config_paths(argv) or any(a.startswith("--data") for a in argv):
+        return []
+    path = next((a.split("=", 1)[1] for a in argv if a.startswith("--ckpt_path=")), None)
+    if path is None and "--ckpt_path" in argv[:-1]:
+        path = argv[argv.index("--ckpt_path") + 1]
+    if path in (None, "last", "best", "hpc"):
+        return []
+    return ["--data=attnrec.data.serving.CheckpointDataModule", f"--data.init_args.ckpt_path={path}"]
+
+
 def lightning_main(args: Sequence[str] | None = None, explain_errors: bool = True) -> AttnRecCLI:
     get_registry()  # import plugin classes so short names resolve
     argv = list(sys.argv[1:] if args is None else args)
+    extra = checkpoint_data(argv)
+    if extra:
+        argv = [*argv, *extra]
+        if args is None:  # from the command line, where DDP's launcher reads them back
+            sys.argv = [sys.argv[0], *argv]
+        else:
+            args = argv
     kwargs = {"default_config_files": default_config_files(argv)}
     return AttnRecCLI(
         Recommender,

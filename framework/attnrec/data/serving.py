@@ -15,9 +15,10 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
-from ..interfaces import Batch, ItemCatalog
-from .sequences import Collate
+from ..interfaces import Batch, ItemCatalog, RecDataModule
+from .sequences import Collate, EvalLists
 
 _CACHE: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
 
@@ -111,6 +112,70 @@ class ServingData:
         max_len = self.max_len or max(1, max(len(h) for h in histories))
         return Collate(max_len)(
             [{"user": user, "history": items[-max_len:], "seen": items} for user, items in zip(users, histories)]
+        )
+
+
+class CheckpointDataModule(RecDataModule):
+    """The users a checkpoint knows, as a data module: ``attnrec predict --ckpt_path X`` uses
+    it when no data is named, so prediction files come from the checkpoint alone (every user
+    with a history, after all their known interactions, as ``recommend`` builds them).
+
+    It predicts only; training and evaluation need the interactions and their split."""
+
+    def __init__(self, ckpt_path: str, batch_size: int = 256) -> None:
+        super().__init__()
+        from ..checkpoints import CheckpointError, read_checkpoint
+
+        state = read_checkpoint(ckpt_path, check=False)  # the model's load verifies the checksum
+        if "attnrec_catalog" not in state:
+            raise CheckpointError(f"{ckpt_path}: holds no item catalogue (not written by attnrec fit)")
+        if state.get("attnrec_serving") is None:
+            raise CheckpointError(
+                f"{ckpt_path}: holds no users' histories (saved without a data module, or by an older attnrec); "
+                "name the data to predict for: --config the run's config.yaml"
+            )
+        self.ckpt_path = ckpt_path
+        self.batch_size = batch_size
+        self._catalog = ItemCatalog.from_state(state["attnrec_catalog"])
+        self.serving = ServingData(state["attnrec_serving"], self._catalog)
+        self.max_len = self.serving.max_len
+
+    @property
+    def catalog(self) -> ItemCatalog:
+        return self._catalog
+
+    @property
+    def protocol(self) -> dict[str, str]:
+        return {"data": f"{self.serving.name} (from {self.ckpt_path})"}
+
+    @property
+    def serving_state(self) -> dict[str, Any]:
+        """The checkpoint's serving state (raw user ids by internal id, histories)."""
+        assert self.serving.state is not None
+        return self.serving.state
+
+    def user_history(self, user: Any) -> torch.Tensor:
+        return torch.as_tensor(self.serving.history(self.serving.user_index(user)))
+
+    def user_batch(self, users: Sequence[Any]) -> Batch:
+        return self.serving.user_batch(users)
+
+    def predict_dataloader(self) -> DataLoader:
+        """Every user with a history, shortest first (little padding); under DDP split without
+        repeats, so no user is written twice."""
+        indptr = self.serving_state["history_indptr"]
+        users = (indptr[1:] > indptr[:-1]).nonzero().flatten().numpy()
+        users = users[users > 0]
+        histories = [self.serving.history(int(user)) for user in users]
+        empty = [np.zeros(0, dtype=np.int64)] * len(users)
+        lists = EvalLists(users.astype(np.int64), histories, empty, self.max_len or 1, by_length=True)
+        sampler = None
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+
+            sampler = UnrepeatedDistributedSampler(lists, shuffle=False)
+        return DataLoader(
+            lists, batch_size=self.batch_size, sampler=sampler, collate_fn=Collate(self.max_len or 1, pad="longest")
         )
 
 
