@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 from attnrec.data import DataFormatError, EvalLists, InteractionDataModule, Loaded, Split, read_table
-from attnrec.data.interactions import sequences
+from attnrec.data.interactions import SplitName, sequences
 from attnrec.data.tables import as_columns
 from attnrec.interfaces import Batch, ItemCatalog
 from torch import Tensor
@@ -56,6 +56,13 @@ class SocialDataModule(InteractionDataModule):
     Feedback must be positive. A user-item pair listed several times in training weighs the
     sum of its counts. ``unknown_users``, ``duplicate_edges`` and ``symmetric`` are the social
     file's policy (see :mod:`attnrec_social.social`; self-loops are always refused).
+
+    ``cold_share > 0`` simulates cold users, for measuring cold start on more users than a data
+    set's few natural ones: a seeded random ``cold_share`` of the users with more than
+    ``cold_keep`` training interactions keep ``cold_keep`` of them, chosen at random (the rest
+    leave the data: they neither train nor test); their test lists are unchanged.
+    ``simulated_cold`` lists them (internal ids). Every model trained on the data module sees
+    the same reduced training graph.
     Defaults to the graph-CF protocol (random 80/10/10 split per user, one BPR negative); the
     other arguments are :class:`~attnrec.data.SequenceDataModule`'s.
     """
@@ -71,7 +78,9 @@ class SocialDataModule(InteractionDataModule):
         unknown_users: Policy = "error",
         duplicate_edges: Policy = "error",
         symmetric: bool = True,
-        split: Literal["loo", "temporal", "ratio"] = "ratio",
+        cold_share: float = 0.0,
+        cold_keep: int = 5,
+        split: SplitName = "ratio",
         num_negatives: int = 1,
         **kwargs: Any,
     ) -> None:
@@ -80,7 +89,11 @@ class SocialDataModule(InteractionDataModule):
         if weighting not in ("log", "linear", "none"):
             raise ValueError(f"weighting={weighting!r}; choose 'log', 'linear' or 'none'")
         self.social_path, self.social_columns, self.social_sep = social_path, social_columns, social_sep
+        if not 0.0 <= cold_share < 1.0 or cold_keep < 1:
+            raise ValueError(f"cold_share={cold_share} must be in [0, 1) and cold_keep={cold_keep} at least 1")
         self.weighting = weighting
+        self.cold_share, self.cold_keep = cold_share, cold_keep
+        self._simulated_cold = np.zeros(0, dtype=np.int64)
         self.unknown_users, self.duplicate_edges, self.symmetric = unknown_users, duplicate_edges, symmetric
         self.social_stats: SocialStats | None = None
         self._feedback: np.ndarray | None = None
@@ -144,6 +157,8 @@ class SocialDataModule(InteractionDataModule):
     def build_split(self, users: np.ndarray, items: np.ndarray, times: np.ndarray, rows: np.ndarray) -> Split:
         """:meth:`split_positions`, turned into items, and the training pairs' weights."""
         positions = self.split_positions(users, times, rows)
+        if self.cold_share:
+            self.simulate_cold(positions.train)
         if self._feedback is not None:
             train = np.concatenate(positions.train)
             keys = users[train].astype(np.int64) * (len(self.item_map) + 1) + items[train]
@@ -152,6 +167,23 @@ class SocialDataModule(InteractionDataModule):
             weight = {"log": np.log1p, "linear": lambda x: x}[self.weighting](total)
             self._pair_weights = (unique, weight.astype(np.float32))
         return Split(*([items[p] for p in part] for part in (positions.train, positions.val, positions.test)))
+
+    def simulate_cold(self, train: list[np.ndarray]) -> None:
+        """Cut a seeded random ``cold_share`` of the users with more than ``cold_keep`` training
+        interactions down to ``cold_keep`` of them, in place (see the class docstring)."""
+        rng = np.random.default_rng([self.seed, 7])
+        eligible = np.asarray([u for u in range(1, len(train)) if len(train[u]) > self.cold_keep], dtype=np.int64)
+        chosen = np.sort(rng.choice(eligible, int(round(self.cold_share * len(eligible))), replace=False))
+        for user in chosen:
+            keep = np.sort(rng.choice(len(train[user]), self.cold_keep, replace=False))
+            train[user] = train[user][keep]
+        self._simulated_cold = chosen
+
+    @property
+    def simulated_cold(self) -> np.ndarray:
+        """The internal ids of the users :meth:`simulate_cold` cut down (empty without it)."""
+        self.catalog  # noqa: B018 - reads the data on first use
+        return self._simulated_cold
 
     # ------------------------------------------------------------- catalog
     @property
@@ -188,6 +220,11 @@ class SocialDataModule(InteractionDataModule):
         if stats is not None:
             protocol["social"] = f"{stats.edges} directed edges, {stats.users_with_friends} users with friends"
         protocol["weights"] = {"log": "log1p(listens)", "linear": "listens", "none": "none"}[self.weighting]
+        if self.cold_share:
+            protocol["cold simulation"] = (
+                f"{len(self._simulated_cold)} users ({self.cold_share:g} of those with more) keep {self.cold_keep} "
+                f"random training interactions (seed {self.seed})"
+            )
         return protocol
 
 

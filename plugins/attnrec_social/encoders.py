@@ -44,9 +44,9 @@ class SocialAttentionEncoder(GraphAttentionEncoder):
     As in GraphRec, a listener's item-space vector is the attended sum of their artists' values
     only, ``h^I_u = sum_a alpha_ua V q_a``: the listener's own embedding enters through the
     attention's query, not as a residual, so a cold listener is described by what they played
-    and by their friends rather than by a barely trained embedding (on the bundled sample this
-    gave Recall@20 0.60 against 0.49 with the residual). Artists keep the graph plugin's form,
-    the mean of their embedding and the layer's output.
+    and by their friends rather than by a barely trained embedding (on the bundled sample:
+    Recall@20 0.530 against 0.486 with the residual, lr 0.02, 10 epochs, one seed). Artists
+    keep the graph plugin's form, the mean of their embedding and the layer's output.
 
     The social network comes from the catalog's ``social_edges`` (a
     :class:`~attnrec_social.data.SocialCatalog`); with a plain catalog the graph starts empty

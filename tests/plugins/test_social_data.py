@@ -132,3 +132,18 @@ def test_lastfm_files_keep_the_given_split(tmp_path: Path) -> None:
     assert [data.user_map.raw[u] for u in lists.users] == [1, 2]
     assert "given files" in data.protocol["split"]
     assert torch.equal(catalog.popularity, torch.as_tensor(np.bincount(catalog.train_edges[1], minlength=4), dtype=torch.float32))
+
+
+def test_simulated_cold_users_keep_five_training_interactions_and_their_test_lists() -> None:
+    full, cut = SocialSampleDataModule(), SocialSampleDataModule(cold_share=0.2)
+    chosen = cut.simulated_cold
+    eligible = [u for u in range(1, full.num_users + 1) if len(full.split_data.train[u]) > 5]
+    assert len(chosen) == round(0.2 * len(eligible)) and set(chosen.tolist()) <= set(eligible)
+    for user in chosen.tolist():
+        assert len(cut.split_data.train[user]) == 5
+        assert set(cut.split_data.train[user].tolist()) <= set(full.split_data.train[user].tolist())
+        assert np.array_equal(cut.split_data.test[user], full.split_data.test[user])
+    assert cut.catalog.train_edges.shape[1] == full.catalog.train_edges.shape[1] - sum(
+        len(full.split_data.train[u]) - 5 for u in chosen.tolist()
+    )
+    assert "cold simulation" in cut.protocol
