@@ -45,8 +45,8 @@ class SocialCatalog(ItemCatalog):
 
 
 class SocialDataModule(InteractionDataModule):
-    """Interactions from a CSV/TSV/Parquet/JSON Lines file (``path``, ``columns``, ``sep`` as in
-    :class:`~attnrec.data.InteractionDataModule`) with graded feedback in the ``rating`` field
+    """Interactions from a CSV/TSV/Parquet/JSON Lines file (``path``, ``columns``, ``sep``,
+    ``items_path`` as in :class:`~attnrec.data.InteractionDataModule`) with graded feedback in the ``rating`` field
     (map it: ``columns={'rating': 'listens'}``), plus a social network from ``social_path``
     (CSV/TSV/Parquet, columns ``user`` and ``friend``, renamed by ``social_columns``).
 
@@ -63,6 +63,7 @@ class SocialDataModule(InteractionDataModule):
     leave the data: they neither train nor test); their test lists are unchanged.
     ``simulated_cold`` lists them (internal ids). Every model trained on the data module sees
     the same reduced training graph.
+
     Defaults to the graph-CF protocol (random 80/10/10 split per user, one BPR negative); the
     other arguments are :class:`~attnrec.data.SequenceDataModule`'s.
     """
@@ -116,7 +117,10 @@ class SocialDataModule(InteractionDataModule):
         if self.weighting != "none":
             columns.setdefault("rating", "rating")
         source = self.table if self.table is not None else self.path
-        return Loaded(read_table(source, columns, sep=self.sep))
+        # the item table (artist names, ...) names its item column as the interactions do
+        item_column = {"item": columns["item"]} if "item" in columns else None
+        items = read_table(self.items_path, item_column, required=("item",), extra=True) if self.items_path else None
+        return Loaded(read_table(source, columns, sep=self.sep), items)
 
     def social_table(self) -> SocialTable:
         """The raw social file (subclasses with another format override this)."""
@@ -216,7 +220,8 @@ class SocialDataModule(InteractionDataModule):
     @property
     def protocol(self) -> dict[str, str]:
         protocol = dict(super().protocol)
-        stats = self.catalog and self.social_stats
+        self.catalog  # noqa: B018 - reads the social file, which sets social_stats
+        stats = self.social_stats
         if stats is not None:
             protocol["social"] = f"{stats.edges} directed edges, {stats.users_with_friends} users with friends"
         protocol["weights"] = {"log": "log1p(listens)", "linear": "listens", "none": "none"}[self.weighting]

@@ -23,7 +23,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -202,7 +202,3 @@ def degrees(edge_index: Tensor, num_users: int) -> Tensor:
     """How many friends each user (0..num_users) receives vectors from."""
     return torch.bincount(edge_index[1], minlength=num_users + 1)
 
-
-def neighbours(edge_index: Tensor, user: int) -> Sequence[int]:
-    """The friends of internal ``user`` (sources of its incoming edges)."""
-    return edge_index[0, edge_index[1] == user].tolist()

@@ -95,6 +95,13 @@ def test_drop_policies_warn_with_counts(tmp_path: Path) -> None:
     assert data.social_stats is not None and (data.social_stats.dropped_unknown, data.social_stats.dropped_duplicates) == (2, 1)
 
 
+def test_an_artist_table_names_the_artists(tmp_path: Path) -> None:
+    (tmp_path / "artists.csv").write_text("artist,title\na,Nina Simone\nc,Can\n")
+    data = SocialDataModule(**_files(tmp_path, "user,friend\n1,2\n"), items_path=str(tmp_path / "artists.csv"))
+    titles = {data.item_map.raw[i]: data.catalog.title(i) for i in range(1, data.num_items + 1)}
+    assert titles == {"a": "Nina Simone", "b": "b", "c": "Can"}
+
+
 def test_ids_follow_the_interactions_id_policy_and_parquet_reads(tmp_path: Path) -> None:
     pd.DataFrame({"u": [" 1", "2.0"], "f": ["2", "3"]}).to_parquet(tmp_path / "friends.parquet")
     files = _files(tmp_path, "") | {"social_path": str(tmp_path / "friends.parquet"), "social_columns": {"user": "u", "friend": "f"}}
