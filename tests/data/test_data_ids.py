@@ -67,3 +67,31 @@ def test_exact_duplicates_are_dropped_with_a_warning_so_nothing_leaks(tmp_path: 
     assert parser.parse_args(["--data.duplicates=error"]).data.duplicates == "error"  # a typed CLI argument
     with pytest.raises(Exception, match="duplicates"):
         parser.parse_args(["--data.duplicates=ignore"])
+
+
+def test_id_map_numbers_ids_in_sorted_order_and_refuses_unknown_ones() -> None:
+    from attnrec.data import IdMap
+
+    items = IdMap(np.array(["b", "a", "c", "a"], dtype=object), "item")
+    assert items.raw == [None, "a", "b", "c"]  # sorted, not in order of appearance
+    assert items.encode(np.array(["c", "a"], dtype=object)).tolist() == [3, 1]
+    # an id the map does not hold once got the id of its sorted neighbour, silently
+    with pytest.raises(KeyError, match=r"1 item ids are not among the 3 known items, e.g. 'bb'"):
+        items.encode(np.array(["a", "bb"], dtype=object))
+    users = IdMap(np.array([10, 3, 7]), "user")
+    assert users.index(" 7.0") == users.index(7) == 2  # spelled as a command line gives it
+
+
+def test_k_core_on_string_ids_drops_until_every_user_and_item_has_k() -> None:
+    from attnrec.data import k_core
+
+    rng = np.random.default_rng(0)
+    users = np.array([f"u{i}" for i in rng.zipf(1.6, 5000) % 400], dtype=object)
+    items = np.array([f"i{i}" for i in rng.zipf(1.4, 5000) % 900], dtype=object)
+    keep = k_core(users, items, 3)
+    _, user_counts = np.unique(users[keep], return_counts=True)
+    _, item_counts = np.unique(items[keep], return_counts=True)
+    assert 0 < keep.sum() < len(users) and user_counts.min() >= 3 and item_counts.min() >= 3
+    # maximal: no dropped interaction could come back with both ends still at >= 3
+    kept_users, kept_items = set(users[keep]), set(items[keep])
+    assert not any(u in kept_users and i in kept_items for u, i in zip(users[~keep], items[~keep]))

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Sequence
 
 import numpy as np
+import pandas as pd
 
 from .tables import plain_id
 
@@ -17,32 +18,40 @@ class IdMap:
 
     Ids are numbered in sorted order of the raw values, never in order of appearance, so the
     mapping does not depend on the split or on time (an item first seen in the test period is
-    not always the largest id).
+    not always the largest id). Lookups hash (a ``pandas.Index``): sorting every raw value, or
+    a binary search per value over Python strings, cost seconds per million string ids.
     """
 
     def __init__(self, raw: Sequence[Any] | np.ndarray, kind: str = "id") -> None:
         self.kind = kind  # what the ids name ("user", "item"), for errors
-        values = np.unique(np.asarray(raw))
+        _, uniques = pd.factorize(np.asarray(raw))
+        values = np.sort(np.asarray(uniques))
         self.raw: list[Any] = [None] + values.tolist()
-        self._values = values
-        self._index = {value: i + 1 for i, value in enumerate(self.raw[1:])}
+        self._lookup = pd.Index(values)
 
     def __len__(self) -> int:
         return len(self.raw) - 1
 
-    def encode(self, raw: np.ndarray) -> np.ndarray:
-        return np.searchsorted(self._values, np.asarray(raw)) + 1
+    def encode(self, raw: np.ndarray | Sequence[Any]) -> np.ndarray:
+        """Contiguous ids of raw ones; a raw id the map does not hold raises ``KeyError`` (a
+        wrong id would silently attach one item's data to another)."""
+        raw = np.asarray(raw)
+        ids = self._lookup.get_indexer(raw)
+        unknown = ids < 0
+        if unknown.any():
+            shown = ", ".join(repr(plain_id(v)) for v in pd.unique(raw[unknown])[:5])
+            raise KeyError(f"{int(unknown.sum())} {self.kind} ids are not among the {len(self)} known {self.kind}s, e.g. {shown}")
+        return ids + 1
 
     def index(self, raw: Any, where: str = "the data") -> int:
         """The contiguous id of a raw one; an unknown one raises ``KeyError`` naming ``where``."""
-        try:
-            return self._index[raw]
-        except KeyError:
-            # configs and command lines give ids as strings, spelled as the user likes (" 1.0")
-            for candidate in (_maybe_int(raw), str(raw), plain_id(str(raw)), _maybe_int(plain_id(str(raw)))):
-                if candidate in self._index:
-                    return self._index[candidate]
-            raise KeyError(f"{self.kind} {raw!r} is not in {where} ({len(self)} {self.kind}s)") from None
+        # configs and command lines give ids as strings, spelled as the user likes (" 1.0")
+        for candidate in (raw, _maybe_int(raw), str(raw), plain_id(str(raw)), _maybe_int(plain_id(str(raw)))):
+            try:
+                return int(self._lookup.get_loc(candidate)) + 1
+            except (KeyError, TypeError, pd.errors.InvalidIndexError):
+                continue
+        raise KeyError(f"{self.kind} {raw!r} is not in {where} ({len(self)} {self.kind}s)") from None
 
 
 def _maybe_int(value: Any) -> Any:
@@ -54,18 +63,22 @@ def _maybe_int(value: Any) -> Any:
 
 def k_core(users: np.ndarray, items: np.ndarray, k: int) -> np.ndarray:
     """Boolean mask of the interactions left after iteratively dropping users and items with
-    fewer than ``k`` interactions (until none is left below ``k``)."""
+    fewer than ``k`` interactions (until none is left below ``k``).
+
+    Ids are hashed to integer codes once, then every round is two ``bincount``s: re-sorting the
+    raw (string) ids each round made this the slowest step of loading a large log."""
     keep = np.ones(len(users), dtype=bool)
     if k <= 1:
         return keep
+    user_codes, user_values = pd.factorize(np.asarray(users))
+    item_codes, item_values = pd.factorize(np.asarray(items))
     while True:
-        _, u_inv, u_cnt = np.unique(users[keep], return_inverse=True, return_counts=True)
-        _, i_inv, i_cnt = np.unique(items[keep], return_inverse=True, return_counts=True)
-        ok = (u_cnt[u_inv] >= k) & (i_cnt[i_inv] >= k)
-        if ok.all():
+        user_counts = np.bincount(user_codes[keep], minlength=len(user_values))
+        item_counts = np.bincount(item_codes[keep], minlength=len(item_values))
+        kept = keep & (user_counts[user_codes] >= k) & (item_counts[item_codes] >= k)
+        if kept.sum() == keep.sum():
             return keep
-        idx = np.flatnonzero(keep)
-        keep[idx[~ok]] = False
+        keep = kept
 
 
 @dataclass
