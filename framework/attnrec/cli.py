@@ -49,6 +49,7 @@ from .plugins import PluginError, get_registry
 DEFAULT_CONFIG = str(resources.files("attnrec") / "configs" / "default.yaml")
 DEFAULT_MODEL = str(resources.files("attnrec") / "configs" / "default_model.yaml")
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
+EXTRA_COMMANDS = ("recommend", "export", "serve", "plugins")
 RUNS = "lightning_logs"
 EXTRA = (
     "Also: `attnrec plugins` (installed plugins and their components), `attnrec recommend --ckpt_path CKPT --user ID "
@@ -495,18 +496,10 @@ def recommend_main(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     if not args.user and not args.history:
         parser.error("give --user ID or --history ITEM,ITEM,... (both repeatable)")
-    get_registry()
     from rich.console import Console
     from rich.table import Table
 
-    try:
-        model = Recommender.load_from_checkpoint(args.ckpt_path, map_location="cpu", weights_only=True)
-    except (argparse.ArgumentError, ImportError) as exc:  # a component's class cannot be imported here
-        raise SystemExit(
-            f"{args.ckpt_path}: cannot rebuild the model: {exc}\n"
-            "Is the plugin that provides its components installed? (`attnrec plugins` lists them)"
-        ) from None
-    model.eval()
+    model = load_model(args.ckpt_path)
     catalog = model.catalog
     state = read_checkpoint(args.ckpt_path, check=False)  # checked when the model loaded
     serving = ServingData(state.get("attnrec_serving"), catalog, model.hparams.get("max_len"))
@@ -537,6 +530,46 @@ def recommend_main(argv: Sequence[str]) -> int:
             raw = catalog.raw_ids[item] if catalog.raw_ids else item
             table.add_row(str(rank), str(raw), catalog.title(item) if catalog.titles else "", f"{score:.3f}")
         console.print(table)
+    return 0
+
+
+def load_model(ckpt_path: str) -> Recommender:
+    """The checkpoint's model on the CPU in eval mode, its plugins loaded; a component whose
+    class cannot be imported is named with the likely fix."""
+    get_registry()
+    try:
+        model = Recommender.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
+    except (argparse.ArgumentError, ImportError) as exc:  # a component's class cannot be imported here
+        raise SystemExit(
+            f"{ckpt_path}: cannot rebuild the model: {exc}\n"
+            "Is the plugin that provides its components installed? (`attnrec plugins` lists them)"
+        ) from None
+    return model.eval()
+
+
+# ------------------------------------------------------------------ export
+def export_main(argv: Sequence[str]) -> int:
+    """Item vectors with raw ids and the user encoder as ONNX, checked against torch."""
+    parser = argparse.ArgumentParser(
+        prog="attnrec export",
+        description="Export a checkpoint's item vectors (Parquet, raw ids) and user encoder (torch.export -> ONNX, "
+        "history -> query vector and scores; score = query . item vector). The ONNX file is checked against torch "
+        "with onnxruntime. Needs the `export` extra (pip install 'attnrec[export]').",
+    )
+    parser.add_argument("--ckpt_path", required=True, help="checkpoint file")
+    parser.add_argument("--out", required=True, help="folder to write (created)")
+    args = parser.parse_args(argv)
+    from .export import ExportError, export_model
+
+    model = load_model(args.ckpt_path)
+    try:
+        meta = export_model(model, args.out)
+    except ExportError as exc:
+        raise SystemExit(f"attnrec export: {args.ckpt_path}: {exc}") from None
+    print(
+        f"exported {meta['num_items']} items (dim {meta['dim']}) and the user encoder to {args.out}; "
+        f"onnxruntime vs torch: max |diff| {meta['onnx_max_abs_diff']:.2e}"
+    )
     return 0
 
 
@@ -611,9 +644,11 @@ def _dispatch(argv: list[str], debug: bool = False) -> int:
         return plugins_main(argv[1:])
     if argv and argv[0] == "recommend":
         return recommend_main(argv[1:])
+    if argv and argv[0] == "export":
+        return export_main(argv[1:])
     if not argv or argv[0] not in (*SUBCOMMANDS, "-h", "--help", "--version"):
         if argv and not argv[0].startswith("-"):
-            print(f"attnrec: unknown subcommand {argv[0]!r}; choose from {', '.join((*SUBCOMMANDS, 'recommend', 'plugins'))}",
+            print(f"attnrec: unknown subcommand {argv[0]!r}; choose from {', '.join((*SUBCOMMANDS, *EXTRA_COMMANDS))}",
                   file=sys.stderr)
             return 2
         if not argv:
