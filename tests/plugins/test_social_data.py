@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 import torch
 from attnrec.data import DataFormatError
+from attnrec.testing import check_data_module
 
 from attnrec_social.data import SAMPLE, LastFMSocialDataModule, SocialCatalog, SocialDataModule, SocialSampleDataModule
 from attnrec_social.sample import generate
@@ -154,3 +155,7 @@ def test_simulated_cold_users_keep_five_training_interactions_and_their_test_lis
         len(full.split_data.train[u]) - 5 for u in chosen.tolist()
     )
     assert "cold simulation" in cut.protocol
+
+
+def test_sample_conforms_to_the_data_module_contract() -> None:
+    check_data_module(SocialSampleDataModule(max_len=10))
