@@ -16,11 +16,12 @@ from .interfaces import (
 )
 from .model import Recommender
 from .plugins import get_component, get_registry, load_plugins
+from .privacy import DifferentialPrivacy  # imported so the CLI resolves --trainer.callbacks+=DifferentialPrivacy; opacus loads only when it trains
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Attention", "AttentionOutput", "Batch", "ItemCatalog", "ItemEncoder", "Loss", "RankingMetric", "RecDataModule",
+    "Attention", "AttentionOutput", "Batch", "DifferentialPrivacy", "ItemCatalog", "ItemEncoder", "Loss", "RankingMetric", "RecDataModule",
     "Recommender", "Scorer", "UserEncoder", "UserEncoding", "get_component", "get_registry", "hookimpl",
     "load_plugins", "__version__",
 ]  # fmt: skip

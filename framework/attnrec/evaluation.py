@@ -8,7 +8,7 @@ memory is ``O(B * chunk)`` whatever the catalogue size.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Protocol, Sequence
+from typing import Callable, Iterable, NamedTuple, Protocol, Sequence
 
 import torch
 from torch import Tensor
@@ -271,3 +271,52 @@ def evaluate_popularity(
         for batch in loader:
             model.evaluate_batch(batch)
     return model.evaluation_results()
+
+
+class TrainsOnBatches(Protocol):
+    """What :func:`user_losses` needs of a model: :meth:`attnrec.Recommender.training_loss`."""
+
+    def training_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, object]: ...
+
+
+@torch.no_grad()
+def user_losses(model: TrainsOnBatches, batches: Iterable[dict[str, Tensor]]) -> tuple[Tensor, Tensor]:
+    """Each user's mean training loss over their windows (``batches`` as collated for training,
+    e.g. :func:`attnrec.privacy.window_loader`): ``(users [U], losses [U])``, users sorted.
+    Computed in eval mode (no dropout); the model's mode is restored afterwards."""
+    training = isinstance(model, torch.nn.Module) and model.training
+    if isinstance(model, torch.nn.Module):
+        model.eval()
+    sums: dict[int, float] = {}
+    counts: dict[int, int] = {}
+    for batch in batches:
+        rows = int(batch["user"].shape[0])
+        for i in range(rows):
+            one = {k: v[i : i + 1] if v.dim() and v.shape[0] == rows else v for k, v in batch.items()}
+            loss, _ = model.training_loss(one)
+            if torch.isfinite(loss):  # a window without a target has no loss
+                user = int(batch["user"][i])
+                sums[user] = sums.get(user, 0.0) + float(loss)
+                counts[user] = counts.get(user, 0) + 1
+    if training:
+        model.train()  # type: ignore[attr-defined]
+    users = sorted(sums)
+    return torch.tensor(users, dtype=torch.long), torch.tensor([sums[u] / counts[u] for u in users], dtype=torch.float64)
+
+
+def membership_inference_auc(member_losses: Tensor, nonmember_losses: Tensor) -> float:
+    """The loss-threshold membership-inference attack (Yeom et al., CSF 2018): the AUC of telling
+    training users (members) from users never trained on by a lower loss — the probability that
+    a random member's loss is below a random non-member's, ties counting half. 0.5 is chance
+    (nothing learned about who was in the training data); a model that memorises its users
+    approaches 1. Per-user losses come from :func:`user_losses`."""
+    from torchmetrics.functional.classification import binary_auroc
+
+    if len(member_losses) == 0 or len(nonmember_losses) == 0:
+        raise ValueError(
+            f"membership_inference_auc needs members and non-members, got {len(member_losses)} and "
+            f"{len(nonmember_losses)} losses"
+        )
+    scores = -torch.cat([member_losses, nonmember_losses]).double()
+    labels = torch.cat([torch.ones(len(member_losses)), torch.zeros(len(nonmember_losses))]).long()
+    return float(binary_auroc(scores, labels, thresholds=None))

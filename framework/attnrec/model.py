@@ -233,7 +233,11 @@ class Recommender(L.LightningModule):
             logits = logits - logq[examples.rows, examples.positions]
         return logits, torch.zeros_like(examples.positive), mask
 
-    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+    def training_loss(self, batch: Batch) -> tuple[Tensor, Examples]:
+        """The loss of a training batch — the (weighted) mean over its examples plus
+        :meth:`regularization` — and those examples. :meth:`training_step` logs and returns it;
+        differentially private training (:mod:`attnrec.privacy`) calls it on one user's row at
+        a time, so each user's gradient is that of their own mean loss."""
         examples = self.training_examples(batch)
         per_example = self.loss(*self.candidate_logits(batch, examples))
         weights = self.example_weights(batch, examples)
@@ -241,7 +245,10 @@ class Recommender(L.LightningModule):
             loss = per_example.mean()
         else:
             loss = (per_example * weights).sum() / weights.sum().clamp(min=1e-12)
-        loss = loss + self.regularization(batch, examples)
+        return loss + self.regularization(batch, examples), examples
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        loss, examples = self.training_loss(batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(examples.rows))
         return loss
 

@@ -12,7 +12,7 @@ import datasets
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from ..interfaces import Batch, ItemCatalog, RecDataModule
 from .interactions import IdMap, Split, SplitName, k_core, split
@@ -98,6 +98,10 @@ class SequenceDataModule(RecDataModule):
         self.batching = batching
         self.num_workers = num_workers
         self.seed = seed
+        self.train_batch_sampler: Callable[[TrainWindows], Sampler[list[int]]] | None = None
+        """Chooses the training batches (window indices) instead of the shuffled or
+        length-grouped order when set: :class:`attnrec.privacy.DifferentialPrivacy` sets it to
+        draw users by Poisson sampling, one window each, as its privacy accounting assumes."""
         self._prepared = False
 
     @abstractmethod
@@ -299,6 +303,14 @@ class SequenceDataModule(RecDataModule):
         windows = TrainWindows(self.split_data.train, self.max_len, self.window_stride)
         if len(windows) == 0:
             raise DataFormatError(f"{self.name}: no user has two training interactions; nothing to train on")
+        if self.train_batch_sampler is not None:
+            return DataLoader(
+                windows,
+                batch_sampler=self.train_batch_sampler(windows),
+                collate_fn=self.collate_fn("train"),
+                num_workers=self.num_workers,
+                persistent_workers=self.num_workers > 0,
+            )
         grouped = self.batching == "length"
         return DataLoader(
             windows,

@@ -187,15 +187,17 @@ class Collate:
         self.pad = pad
 
     def __call__(self, examples: list[dict]) -> dict[str, Tensor]:
+        """An empty list gives a training batch of no rows (Poisson sampling, as in
+        differentially private training, can draw no user: the step still adds its noise)."""
         batch: dict[str, Tensor] = {"user": torch.tensor([e["user"] for e in examples], dtype=torch.long)}
         width = self.max_len
         if self.pad == "longest":
-            width = max(1, min(self.max_len, max(len(e["history"]) for e in examples)))
+            width = max(1, min(self.max_len, max((len(e["history"]) for e in examples), default=0)))
         batch["history"] = _pad([e["history"] for e in examples], width, left=True)
         for key in ("targets", "seen", "candidates", "labels"):
-            if key in examples[0]:
+            if examples and key in examples[0]:
                 batch[key] = _pad([e[key] for e in examples], max(1, max(len(e[key]) for e in examples)))
-        if "target" in examples[0]:
+        if not examples or "target" in examples[0]:
             target = _pad([e["target"] for e in examples], width, left=True)
             batch["target"] = target
             if self.num_negatives:

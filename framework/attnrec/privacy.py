@@ -1,0 +1,352 @@
+"""Differentially private training with the **user** as the privacy unit (DP-SGD through Opacus).
+
+Each step draws users by Poisson sampling (Opacus' ``UniformWithReplacementSampler``: every
+user independently with probability ``q``) and one of each drawn user's training windows, so a
+user is in a step's batch once or not at all, however many windows and positions their history
+holds. Each user's gradient is the gradient of their own mean loss
+(:meth:`~attnrec.model.Recommender.training_loss` on their row alone); Opacus' ``DPOptimizer``
+clips it to ``max_grad_norm``, sums, adds Gaussian noise of standard deviation
+``noise_multiplier * max_grad_norm`` and averages over the expected batch size, and Opacus'
+accountant turns ``(noise_multiplier, q, steps)`` into the ε spent at δ. The guarantee is
+therefore user-level (ε, δ)-DP for the model's weights — not the weaker per-window guarantee
+that sampling windows would give a user with many of them.
+
+Why not Opacus' ``GradSampleModule``: its per-sample gradients come from hooks on module
+forwards, which do not see a weight used functionally — the item table doubles as the output
+layer when the catalogue is scored (``VectorScoring``), and its gradient from there would be
+silently missing — nor a lookup shared by the batch's rows (the transformer's position
+embeddings). Autograd on each user's own row is exact for any :class:`~attnrec.Recommender`, at
+the cost of one backward pass per drawn user; the other step (Lightning's batch backward) is
+discarded.
+
+Opacus is imported only when private training starts, so ``import attnrec`` stays light.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, Iterator, Literal
+
+import numpy as np
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Sampler
+
+if TYPE_CHECKING:
+    from .data.datamodule import SequenceDataModule
+    from .data.interactions import Split
+    from .data.sequences import TrainWindows
+    from .model import Recommender
+
+Accountant = Literal["rdp", "prv", "gdp"]
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
+class PrivacyError(ValueError):
+    """A model, data module or trainer setting that differentially private training cannot honour."""
+
+
+class UserPoissonSampler(Sampler[list[int]]):
+    """Training batches of window indices: users drawn by Opacus' Poisson sampler (each
+    independently with probability ``sample_rate``; a batch may be empty), one uniformly chosen
+    window per drawn user. ``steps`` defaults to ``1 / sample_rate`` (one expected pass over
+    the users). Randomness comes from torch's global generator, which ``seed_everything`` sets."""
+
+    def __init__(self, windows: TrainWindows, sample_rate: float, steps: int | None = None) -> None:
+        from opacus.utils.uniform_sampler import UniformWithReplacementSampler
+
+        users = windows.index[:, 0]
+        order = np.argsort(users, kind="stable")
+        self.users, starts, self.counts = np.unique(users[order], return_index=True, return_counts=True)
+        self.windows_by_user = np.split(order, starts[1:])
+        self.sample_rate = sample_rate
+        self.users_sampler = UniformWithReplacementSampler(
+            num_samples=len(self.users), sample_rate=sample_rate, steps=steps
+        )
+
+    @property
+    def num_users(self) -> int:
+        """Users with at least one training window: the population that is sampled."""
+        return len(self.users)
+
+    def __len__(self) -> int:
+        return len(self.users_sampler)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for drawn in self.users_sampler:
+            picks = torch.randint(0, 2**62, (len(drawn),)).tolist()
+            yield [int(self.windows_by_user[u][p % self.counts[u]]) for u, p in zip(drawn, picks)]
+
+
+def per_user_gradients(model: Recommender, batch: dict[str, Tensor], params: list[nn.Parameter]) -> list[Tensor]:
+    """``[B, *p.shape]`` for each parameter: the gradient of each row's own training loss
+    (rows are users under :class:`UserPoissonSampler`). Batch tensors whose first dimension is
+    the batch's are sliced per row, others passed whole. A row without examples has zero
+    gradient."""
+    rows = int(batch["user"].shape[0])
+    grads = [p.new_zeros((rows, *p.shape)) for p in params]
+    for i in range(rows):
+        one = {k: v[i : i + 1] if v.dim() and v.shape[0] == rows else v for k, v in batch.items()}
+        loss, examples = model.training_loss(one)
+        if len(examples.rows) == 0:
+            continue
+        for out, g in zip(grads, torch.autograd.grad(loss, params, allow_unused=True)):
+            if g is not None:
+                out[i] = g
+    return grads
+
+
+def check_private(model: nn.Module) -> None:
+    """Raise :class:`PrivacyError` naming the first layer that DP-SGD on per-user gradients cannot
+    make private: batch normalisation (each user normalised with the others' statistics, and
+    running statistics of the data kept outside the gradient) and components that read the
+    training interaction graph (``catalog.train_edges``: one user's gradient then depends on
+    every other user's interactions)."""
+    for name, module in model.named_modules():
+        if isinstance(module, BATCH_NORMS):
+            raise PrivacyError(
+                f"DifferentialPrivacy: layer '{name}' ({type(module).__name__}) normalises each user with the "
+                "statistics of the others in the batch and keeps running statistics of the training data outside "
+                "the gradient, so DP-SGD cannot make it private; replace it with nn.LayerNorm or nn.GroupNorm"
+            )
+        if "train_edges" in getattr(module, "required_features", ()):
+            raise PrivacyError(
+                f"DifferentialPrivacy: layer '{name}' ({type(module).__name__}) reads the training interaction graph "
+                "(catalog.train_edges), so one user's gradient depends on every other user's interactions and "
+                "clipping it bounds nothing; train a sequence or pooling model (e.g. TransformerUserEncoder + "
+                "IdItemEncoder) privately instead"
+            )
+
+
+def changed_buffers(model: nn.Module, before: dict[str, Tensor]) -> str | None:
+    """The first buffer (``layer.buffer``) whose value differs from ``before``: state learned
+    from the data outside the gradient, which noise on the gradient does not protect."""
+    for name, buffer in model.named_buffers():
+        old = before.get(name)
+        if old is not None and (old.shape != buffer.shape or not torch.equal(old, buffer)):
+            return name
+    return None
+
+
+class DifferentialPrivacy(Callback):
+    """User-level DP-SGD for any :class:`~attnrec.Recommender` trained on a
+    :class:`~attnrec.data.SequenceDataModule` (see this module's docstring for the mechanism).
+
+    ``epsilon`` is the target: the noise multiplier is calibrated by Opacus'
+    ``get_noise_multiplier`` for the run's planned steps (``max_epochs`` or ``max_steps``), so
+    the run ends at or just below it. Or give ``noise_multiplier`` (and ``epsilon=None``): then
+    ε is only reported. ``delta`` defaults to ``1 / number of users`` (the benchmark's
+    protocol; a smaller δ is a stronger guarantee). ``sample_rate`` (the probability of
+    drawing a user in a step) defaults to the data module's ``batch_size`` over the number of
+    training users, so the expected batch size stays the configured one; an epoch is
+    ``1 / sample_rate`` steps. The ε spent is logged per epoch (``privacy/epsilon``) and
+    added to the protocol printed with the test metrics.
+
+    From the CLI: ``attnrec fit --trainer.callbacks+=DifferentialPrivacy
+    --trainer.callbacks.epsilon=8 --trainer.callbacks.max_grad_norm=1.0``.
+    """
+
+    def __init__(
+        self,
+        epsilon: float | None = 8.0,
+        delta: float | None = None,
+        max_grad_norm: float = 1.0,
+        noise_multiplier: float | None = None,
+        sample_rate: float | None = None,
+        accountant: Accountant = "rdp",
+        secure_mode: bool = False,
+    ) -> None:
+        if (epsilon is None) == (noise_multiplier is None):
+            raise PrivacyError(
+                "DifferentialPrivacy: give either epsilon (the target; the noise is calibrated to it) or "
+                f"noise_multiplier (epsilon=None; ε is then reported), got epsilon={epsilon}, "
+                f"noise_multiplier={noise_multiplier}"
+            )
+        if epsilon is not None and not epsilon > 0:
+            raise PrivacyError(f"DifferentialPrivacy: epsilon={epsilon} must be positive (no noise: leave it out)")
+        if max_grad_norm <= 0:
+            raise PrivacyError(f"DifferentialPrivacy: max_grad_norm={max_grad_norm} must be positive")
+        if sample_rate is not None and not 0 < sample_rate <= 1:
+            raise PrivacyError(f"DifferentialPrivacy: sample_rate={sample_rate} must be in (0, 1]")
+        self.target_epsilon = epsilon
+        self.delta = delta
+        self.max_grad_norm = max_grad_norm
+        self.noise_multiplier = noise_multiplier
+        self.sample_rate = sample_rate
+        self.accountant_name: Accountant = accountant
+        self.secure_mode = secure_mode
+        self.history: list[tuple[float, float, int]] = []  # Opacus' (noise multiplier, sample rate, steps)
+        self.num_users = 0
+        self.accountant: Any = None
+        self.optimizer: Any = None
+        self.batch: dict[str, Tensor] | None = None
+        self.buffers: dict[str, Tensor] | None = None
+
+    # ----------------------------------------------------------------- checks
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        from .data.datamodule import SequenceDataModule
+        from .model import Recommender
+
+        if not isinstance(pl_module, Recommender):
+            raise PrivacyError(f"DifferentialPrivacy trains attnrec Recommenders, got {type(pl_module).__name__}")
+        datamodule = getattr(trainer, "datamodule", None)
+        if not isinstance(datamodule, SequenceDataModule):
+            raise PrivacyError(
+                f"DifferentialPrivacy needs a SequenceDataModule (it draws users through its train_batch_sampler), got "
+                f"{type(datamodule).__name__}: give the data as a data module built on attnrec.data.SequenceDataModule"
+            )
+        if trainer.world_size > 1:
+            raise PrivacyError("DifferentialPrivacy runs on one device (its user sampling is not distributed)")
+        if trainer.accumulate_grad_batches != 1:
+            raise PrivacyError(
+                f"DifferentialPrivacy: accumulate_grad_batches={trainer.accumulate_grad_batches} would sum several "
+                "noisy steps per update; raise the data's batch_size (the expected number of users per step) instead"
+            )
+        if trainer.gradient_clip_val:
+            raise PrivacyError(
+                "DifferentialPrivacy clips each user's gradient itself (max_grad_norm); unset the trainer's "
+                "gradient_clip_val"
+            )
+        if datamodule.num_negatives and datamodule.negative_sampling == "popularity":
+            raise PrivacyError(
+                "DifferentialPrivacy: negative_sampling='popularity' draws negatives from every user's training "
+                "interactions outside the gradient; use --data.init_args.negative_sampling=uniform"
+            )
+        check_private(pl_module)
+        datamodule.train_batch_sampler = self.batch_sampler
+        if self.delta is None:
+            self.delta = 1.0 / max(1, datamodule.num_users)
+        self.default_batch_size = datamodule.batch_size
+
+    def batch_sampler(self, windows: TrainWindows) -> UserPoissonSampler:
+        """The data module's :attr:`train_batch_sampler`: users drawn at this run's sample rate."""
+        users = len(np.unique(windows.index[:, 0]))
+        if users == 0:
+            raise PrivacyError("DifferentialPrivacy: no user has a training window")
+        rate = self.sample_rate if self.sample_rate is not None else min(1.0, self.default_batch_size / users)
+        self.sample_rate, self.num_users = rate, users
+        return UserPoissonSampler(windows, rate)
+
+    # ---------------------------------------------------------------- training
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        from opacus.accountants import create_accountant
+        from opacus.accountants.utils import get_noise_multiplier
+        from opacus.optimizers import DPOptimizer
+
+        trainer.fit_loop.setup_data()  # builds the train loader, hence the sampler
+        total = trainer.estimated_stepping_batches
+        loader = trainer.train_dataloader
+        if not isinstance(getattr(loader, "batch_sampler", None), UserPoissonSampler):
+            raise PrivacyError(
+                f"DifferentialPrivacy: {type(trainer.datamodule).__name__}.train_dataloader does not use its "
+                "train_batch_sampler, so users are not drawn by Poisson sampling and no ε would hold"
+            )
+        if not math.isfinite(total):
+            raise PrivacyError("DifferentialPrivacy needs a finite run to calibrate its noise: set max_epochs or max_steps")
+        assert self.sample_rate is not None and self.delta is not None
+        if self.target_epsilon is not None:
+            self.noise_multiplier = get_noise_multiplier(
+                target_epsilon=self.target_epsilon, target_delta=self.delta, sample_rate=self.sample_rate,
+                steps=int(total), accountant=self.accountant_name,
+            )  # fmt: skip
+        if len(trainer.strategy.optimizers) != 1:
+            raise PrivacyError(f"DifferentialPrivacy wraps one optimizer, the model has {len(trainer.strategy.optimizers)}")
+        self.accountant = create_accountant(self.accountant_name)
+        self.accountant.history = list(self.history)
+        assert self.noise_multiplier is not None
+        self.optimizer = DPOptimizer(
+            trainer.strategy.optimizers[0],
+            noise_multiplier=self.noise_multiplier,
+            max_grad_norm=self.max_grad_norm,
+            expected_batch_size=max(1, round(self.sample_rate * self.num_users)),
+            loss_reduction="mean",
+            secure_mode=self.secure_mode,
+        )
+        self.optimizer.attach_step_hook(self.accountant.get_optimizer_hook_fn(sample_rate=self.sample_rate))
+        trainer.strategy.optimizers = [self.optimizer]  # the LR schedule keeps the wrapped one's param groups
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
+        users = batch["user"]
+        if users.unique().numel() != users.numel():
+            raise PrivacyError("DifferentialPrivacy: a training batch holds a user twice; the privacy unit is broken")
+        self.batch = batch
+        self.buffers = {name: b.detach().clone() for name, b in pl_module.named_buffers()}
+
+    def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: Any) -> None:
+        assert self.batch is not None and self.buffers is not None
+        changed = changed_buffers(pl_module, self.buffers)
+        if changed is not None:
+            raise PrivacyError(
+                f"DifferentialPrivacy: buffer '{changed}' changed in a training forward: the layer learns from the "
+                "data outside the gradient, where no noise protects it; make it a parameter or keep it constant"
+            )
+        params = self.optimizer.params
+        for p, g in zip(params, per_user_gradients(pl_module, self.batch, params)):  # type: ignore[arg-type]
+            p.grad_sample = g
+        self.batch = None
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        pl_module.log("privacy/epsilon", self.epsilon, prog_bar=True)
+
+    # --------------------------------------------------------------- reporting
+    @property
+    def steps(self) -> int:
+        return sum(int(n) for _, _, n in self.accountant.history) if self.accountant is not None else 0
+
+    @property
+    def epsilon(self) -> float:
+        """The ε spent so far at :attr:`delta`, by Opacus' accountant (0 before any step)."""
+        if self.accountant is None or not self.accountant.history:
+            return 0.0
+        return max(0.0, float(self.accountant.get_epsilon(delta=self.delta)))  # RDP rounds a tiny q below 0
+
+    def describe(self) -> str:
+        return (
+            f"user-level DP-SGD (epsilon={self.epsilon:.3g} at delta={self.delta:.3g}, {self.accountant_name.upper()} "
+            f"accountant; noise multiplier {self.noise_multiplier:.3g}, clip {self.max_grad_norm:g}, sample rate "
+            f"{self.sample_rate:.3g} of {self.num_users} users, {self.steps} steps)"
+        )
+
+    def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.steps and isinstance(getattr(pl_module, "protocol", None), dict):
+            pl_module.protocol["privacy"] = self.describe()
+
+    def state_dict(self) -> dict[str, Any]:
+        history = self.accountant.history if self.accountant is not None else self.history
+        return {"history": [[float(s), float(q), int(n)] for s, q, n in history]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """A resumed run keeps counting the steps taken before it."""
+        self.history = [(float(s), float(q), int(n)) for s, q, n in state_dict.get("history", [])]
+
+
+# ------------------------------------------------------------ membership probe
+def hold_out_users(split: Split, fraction: float, seed: int = 0) -> tuple[Split, list[np.ndarray]]:
+    """For a membership-inference probe: a copy of ``split`` in which a random ``fraction`` of
+    the users with training interactions keep none (nor validation/test lists), and those
+    users' training sequences (index = user id; empty for members). A data module's
+    ``build_split`` returns the first, so the held-out users are never trained on."""
+    from .data.interactions import Split
+
+    rng = np.random.default_rng(seed)
+    users = np.asarray([u for u in range(1, len(split.train)) if len(split.train[u]) > 1])
+    out = set(rng.choice(users, size=int(round(fraction * len(users))), replace=False).tolist())
+    empty = np.zeros(0, dtype=np.int64)
+    held = [seq if u in out else empty for u, seq in enumerate(split.train)]
+
+    def keep(parts: list[np.ndarray]) -> list[np.ndarray]:
+        return [empty if u in out else seq for u, seq in enumerate(parts)]
+
+    return Split(keep(split.train), keep(split.val), keep(split.test)), held
+
+
+def window_loader(datamodule: SequenceDataModule, sequences: list[np.ndarray], batch_size: int = 256) -> DataLoader:
+    """Training windows of ``sequences`` (index = user id), in order, collated as for training:
+    what :func:`attnrec.evaluation.user_losses` reads."""
+    from .data.sequences import TrainWindows
+
+    windows = TrainWindows(sequences, datamodule.max_len, datamodule.window_stride)
+    return DataLoader(windows, batch_size=batch_size, collate_fn=datamodule.collate_fn("train"))
