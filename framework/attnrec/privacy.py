@@ -16,8 +16,8 @@ forwards, which do not see a weight used functionally — the item table doubles
 layer when the catalogue is scored (``VectorScoring``), and its gradient from there would be
 silently missing — nor a lookup shared by the batch's rows (the transformer's position
 embeddings). Autograd on each user's own row is exact for any :class:`~attnrec.Recommender`, at
-the cost of one backward pass per drawn user; the other step (Lightning's batch backward) is
-discarded.
+the cost of a backward pass per drawn user — vectorised over the users with ``torch.func.vmap``
+where the model allows it, a loop otherwise; Lightning's own batch backward is discarded.
 
 Opacus is imported only when private training starts, so ``import attnrec`` stays light.
 """
@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Literal
 import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Sampler
 
@@ -80,10 +81,11 @@ class UserPoissonSampler(Sampler[list[int]]):
 
 
 def per_user_gradients(model: Recommender, batch: dict[str, Tensor], params: list[nn.Parameter]) -> list[Tensor]:
-    """``[B, *p.shape]`` for each parameter: the gradient of each row's own training loss
-    (rows are users under :class:`UserPoissonSampler`). Batch tensors whose first dimension is
-    the batch's are sliced per row, others passed whole. A row without examples has zero
-    gradient."""
+    """``[B, *p.shape]`` for each parameter: the gradient of each row's own training loss (rows
+    are users under :class:`UserPoissonSampler`), by autograd on each row alone — exact for any
+    model, one backward pass per row. Batch tensors whose first dimension is the batch's are
+    sliced per row, others passed whole. A row without examples has zero gradient.
+    :func:`vectorized_user_gradients` computes the same in one vectorised pass when it can."""
     rows = int(batch["user"].shape[0])
     grads = [p.new_zeros((rows, *p.shape)) for p in params]
     for i in range(rows):
@@ -95,6 +97,75 @@ def per_user_gradients(model: Recommender, batch: dict[str, Tensor], params: lis
             if g is not None:
                 out[i] = g
     return grads
+
+
+class _RowLoss(nn.Module):
+    """One row's training loss as a module call, for ``torch.func.functional_call``: the same
+    reduction as :meth:`~attnrec.model.Recommender.training_loss` (weighted mean over the row's
+    examples plus :meth:`~attnrec.model.Recommender.regularization`), with the row's examples laid
+    out over every position and the missing ones weighted out, so every row has one shape."""
+
+    def __init__(self, model: Recommender) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, row: dict[str, Tensor], positions: Tensor, positive: Tensor, negatives: Tensor | None,
+                weight: Tensor) -> Tensor:  # fmt: skip
+        from .model import Examples
+
+        one = {k: v.unsqueeze(0) for k, v in row.items()}
+        examples = Examples(torch.zeros_like(positions), positions, positive, negatives)
+        per_example = self.model.loss(*self.model.candidate_logits(one, examples))
+        valid = weight > 0
+        total = torch.where(valid, per_example * weight, torch.zeros_like(per_example)).sum()
+        loss = total / weight.sum().clamp(min=1e-12) + self.model.regularization(one, examples)
+        return torch.where(valid.any(), loss, torch.zeros_like(loss))  # a row without examples: no gradient
+
+
+def vectorized_user_gradients(
+    model: Recommender, batch: dict[str, Tensor], params: list[nn.Parameter], chunk_size: int = 64
+) -> list[Tensor]:
+    """:func:`per_user_gradients` in one ``torch.func.vmap(grad(...))`` pass over the rows:
+    the batch's examples (:meth:`~attnrec.model.Recommender.training_examples`, on the whole
+    batch) are laid out per row over every position. Raises whatever ``vmap`` cannot batch (a
+    data-dependent shape in a model's scoring, say); :class:`DifferentialPrivacy` then falls
+    back to the loop."""
+    from torch.func import functional_call, grad, vmap
+
+    rows, width = batch["history"].shape
+    if rows == 0:  # a Poisson draw of no user
+        return per_user_gradients(model, batch, params)
+    examples = model.training_examples(batch)
+    weights = model.example_weights(batch, examples)
+    positions = torch.arange(width, device=batch["history"].device).expand(rows, width)
+    positive = torch.ones_like(positions)  # an item id every loss can score; weighted out
+    positive[examples.rows, examples.positions] = examples.positive
+    weight = torch.zeros(rows, width, device=positions.device)
+    weight[examples.rows, examples.positions] = 1.0 if weights is None else weights.to(weight.dtype)
+    negatives = None
+    if examples.negatives is not None:
+        negatives = torch.ones(rows, width, examples.negatives.shape[1], dtype=torch.long, device=positions.device)
+        negatives[examples.rows, examples.positions] = examples.negatives
+    per_row = {k: v for k, v in batch.items() if v.dim() and v.shape[0] == rows}
+    shared = {k: v for k, v in batch.items() if k not in per_row}
+    if shared:
+        raise ValueError(f"batch keys {sorted(shared)} are not per row; vectorised per-user gradients need every key per row")
+    names = [name for name, p in model.named_parameters() if any(p is q for q in params)]
+    frozen = {f"model.{name}": p.detach() for name, p in model.named_parameters()}
+    wrapper = _RowLoss(model)
+
+    def loss(values: tuple[Tensor, ...], row: dict[str, Tensor], *per: Tensor | None) -> Tensor:
+        state = frozen | {f"model.{name}": value for name, value in zip(names, values)}
+        return functional_call(wrapper, state, (row, *per))
+
+    by_name = dict(model.named_parameters())
+    values = tuple(by_name[name] for name in names)
+    in_dims = (None, 0, 0, 0, None if negatives is None else 0, 0)
+    grads = vmap(grad(loss), in_dims=in_dims, randomness="different", chunk_size=chunk_size)(
+        tuple(v.detach() for v in values), per_row, positions, positive, negatives, weight
+    )
+    found = {name: g for name, g in zip(names, grads)}
+    return [found[name] for name in (next(n for n in names if by_name[n] is p) for p in params)]
 
 
 def check_private(model: nn.Module) -> None:
@@ -141,7 +212,9 @@ class DifferentialPrivacy(Callback):
     drawing a user in a step) defaults to the data module's ``batch_size`` over the number of
     training users, so the expected batch size stays the configured one; an epoch is
     ``1 / sample_rate`` steps. The ε spent is logged per epoch (``privacy/epsilon``) and
-    added to the protocol printed with the test metrics.
+    added to the protocol printed with the test metrics. Per-user gradients are computed in one
+    ``torch.func.vmap`` pass (``vectorized``), or by a loop over users where vmap cannot batch
+    the model (a warning says why) or ``vectorized=False``; both give the same gradients.
 
     From the CLI: ``attnrec fit --trainer.callbacks+=DifferentialPrivacy
     --trainer.callbacks.epsilon=8 --trainer.callbacks.max_grad_norm=1.0``.
@@ -156,6 +229,7 @@ class DifferentialPrivacy(Callback):
         sample_rate: float | None = None,
         accountant: Accountant = "rdp",
         secure_mode: bool = False,
+        vectorized: bool = True,
     ) -> None:
         if (epsilon is None) == (noise_multiplier is None):
             raise PrivacyError(
@@ -176,6 +250,7 @@ class DifferentialPrivacy(Callback):
         self.sample_rate = sample_rate
         self.accountant_name: Accountant = accountant
         self.secure_mode = secure_mode
+        self.vectorized = vectorized
         self.history: list[tuple[float, float, int]] = []  # Opacus' (noise multiplier, sample rate, steps)
         self.num_users = 0
         self.accountant: Any = None
@@ -284,7 +359,20 @@ class DifferentialPrivacy(Callback):
                 "data outside the gradient, where no noise protects it; make it a parameter or keep it constant"
             )
         params = self.optimizer.params
-        for p, g in zip(params, per_user_gradients(pl_module, self.batch, params)):  # type: ignore[arg-type]
+        grads = None
+        if self.vectorized:
+            try:
+                grads = vectorized_user_gradients(pl_module, self.batch, params)  # type: ignore[arg-type]
+            except Exception as error:  # whatever vmap cannot batch; the loop reruns the model plainly
+                self.vectorized = False
+                reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+                rank_zero_warn(
+                    f"DifferentialPrivacy: torch.func.vmap cannot batch {type(pl_module).__name__}'s training loss "
+                    f"({type(error).__name__}: {reason[:200]}); per-user gradients by a loop over users (slower)"
+                )
+        if grads is None:
+            grads = per_user_gradients(pl_module, self.batch, params)  # type: ignore[arg-type]
+        for p, g in zip(params, grads):
             p.grad_sample = g
         self.batch = None
 
@@ -333,7 +421,7 @@ def hold_out_users(split: Split, fraction: float, seed: int = 0) -> tuple[Split,
 
     rng = np.random.default_rng(seed)
     users = np.asarray([u for u in range(1, len(split.train)) if len(split.train[u]) > 1])
-    out = set(rng.choice(users, size=int(round(fraction * len(users))), replace=False).tolist())
+    out = set(rng.choice(users, size=round(fraction * len(users)), replace=False).tolist())
     empty = np.zeros(0, dtype=np.int64)
     held = [seq if u in out else empty for u, seq in enumerate(split.train)]
 

@@ -1,0 +1,198 @@
+"""User-level differentially private training (``attnrec.privacy.DifferentialPrivacy``): what
+privacy costs in ranking quality, and what it buys against a membership-inference attack.
+
+Data: ML-100K (``../shared/data/ml-100k``, RecBole's atomic files, ``MovieLensDataModule``) and
+Amazon Toys (``../shared/data/amazon_s3rec/Toys_and_Games.txt``, ``UserSequencesDataModule``).
+Protocol: leave-one-out by time, full ranking over all items with the user's training items
+masked, test NDCG@10 / HR@10 of the **last** epoch (choosing an epoch on validation would use the
+users' held-out items outside the accounting). Model: the default ``Recommender`` (transformer
+user encoder, 2 layers, 2 heads, dim 64, max_len 50, no dropout, full-softmax CE), Adam(W) at a
+constant learning rate, a fixed number of epochs. Privacy: user-level DP-SGD, one window per
+drawn user per step, Poisson sampling at rate ``batch / #users``, clip 1.0, δ = 1 / #users, RDP
+accountant, noise calibrated to reach ε at the last step; ε = ∞ is ordinary (non-private)
+training of the same model for the same epochs. Popularity: the most-popular baseline under the
+same protocol (not private: it counts every user's items).
+
+Membership inference: half of the users (seeded) are held out of training entirely; a model
+trained on the other half at ε = ∞ and at ε = 8 is attacked by loss threshold — the AUC of
+telling members from held-out users by the mean training loss of their windows
+(``attnrec.evaluation.membership_inference_auc``; 0.5 = chance).
+
+    python benchmarks/privacy.py --sets ml-100k,toys --epsilons 1,4,8,inf --epochs 30
+    python benchmarks/privacy.py --quick   # a minute: ML-100K, 1 epoch, ε = 8 and ∞, no table written
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import math
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
+SETS = {"ml-100k": ROOT / "ml-100k", "toys": ROOT / "amazon_s3rec" / "Toys_and_Games.txt"}
+RESULTS = Path(__file__).parent / "results" / "privacy.md"
+
+
+def datamodule(name: str, batch_size: int, held_out: float = 0.0) -> Any:
+    """The set's data module; with ``held_out`` that share of users never trains (their training
+    sequences are kept in ``.held_out`` for the membership probe)."""
+    from attnrec.data import MovieLensDataModule, UserSequencesDataModule
+    from attnrec.privacy import hold_out_users
+
+    base = MovieLensDataModule if name == "ml-100k" else UserSequencesDataModule
+
+    class Data(base):  # type: ignore[valid-type, misc]
+        def build_split(self, *args: Any) -> Any:
+            split = super().build_split(*args)
+            if held_out:
+                split, self.held_out = hold_out_users(split, held_out, seed=0)
+            return split
+
+    return Data(path=str(SETS[name]), max_len=50, batch_size=batch_size, eval_batch_size=512, seed=0)
+
+
+def train(data: Any, epsilon: float, args: argparse.Namespace) -> tuple[Any, Any]:
+    """The model after ``args.epochs`` epochs, privately unless ε is infinite, and the callback."""
+    import lightning as L
+
+    from attnrec import DifferentialPrivacy, Recommender
+    from attnrec.encoders import TransformerUserEncoder
+
+    L.seed_everything(0, verbose=False)
+    data.setup("fit")
+    encoder = functools.partial(TransformerUserEncoder, num_layers=2, max_len=50, dropout=0.0)
+    model = Recommender(data.catalog, dim=64, user_encoder=encoder, lr=args.lr, schedule="constant",
+                        metrics=("HR", "NDCG"), ks=(10,))  # fmt: skip
+    private = [DifferentialPrivacy(epsilon=epsilon, max_grad_norm=args.clip)] if math.isfinite(epsilon) else []
+    L.Trainer(
+        max_epochs=args.epochs, callbacks=private, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+        accelerator=args.accelerator, devices=1,
+    ).fit(model, data)  # fmt: skip
+    return model, (private[0] if private else None)
+
+
+def test(model: Any, data: Any, args: argparse.Namespace) -> dict[str, float]:
+    import lightning as L
+
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        accelerator=args.accelerator, devices=1)  # fmt: skip
+    return trainer.test(model, data, verbose=False)[0]
+
+
+def quality(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    from attnrec.evaluation import evaluate_popularity
+
+    data = datamodule(name, args.batch)
+    popularity = evaluate_popularity(data, "test", ks=(10,))
+    rows = [{"model": "popularity", "NDCG@10": popularity["NDCG@10"], "HR@10": popularity["HR@10"]}]
+    for epsilon in args.epsilons:
+        start = time.perf_counter()
+        model, private = train(data, epsilon, args)
+        results = test(model, data, args)
+        rows.append({
+            "model": "Recommender", "epsilon": private.epsilon if private else math.inf, "target": epsilon,
+            "noise": private.noise_multiplier if private else 0.0, "steps": private.steps if private else None,
+            "NDCG@10": results["test/NDCG@10"], "HR@10": results["test/HR@10"], "seconds": time.perf_counter() - start,
+        })  # fmt: skip
+        print(json.dumps({"set": name, **rows[-1]}), flush=True)
+    return {"set": name, "users": data.num_users, "items": data.num_items, "rows": rows, "protocol": data.protocol}
+
+
+def membership(name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    import numpy as np
+
+    from attnrec.evaluation import membership_inference_auc, user_losses
+    from attnrec.privacy import window_loader
+
+    rows = []
+    for epsilon in (math.inf, 8.0):
+        data = datamodule(name, args.batch // 2, held_out=0.5)  # half the users: the same sampling rate
+        model, private = train(data, epsilon, args)
+        rng = np.random.default_rng(0)
+        probes = []
+        for sequences in (data.split_data.train, data.held_out):
+            users = [u for u, seq in enumerate(sequences) if len(seq) > 1]
+            keep = set(rng.choice(users, size=min(len(users), args.probe_users), replace=False).tolist())
+            chosen = [seq if u in keep else seq[:0] for u, seq in enumerate(sequences)]
+            probes.append(user_losses(model, window_loader(data, chosen))[1])
+        auc = membership_inference_auc(*probes)
+        rows.append({"set": name, "epsilon": private.epsilon if private else math.inf, "target": epsilon, "auc": auc,
+                     "members": len(probes[0]), "non_members": len(probes[1])})  # fmt: skip
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def report(results: list[dict[str, Any]], probes: list[dict[str, Any]], args: argparse.Namespace, command: str) -> str:
+    def eps(value: float) -> str:
+        return "∞" if math.isinf(value) else f"{value:.2f}"
+
+    lines = [
+        "## Differential privacy: quality at ε ∈ {1, 4, 8, ∞} and a membership-inference probe",
+        "",
+        (__doc__ or "").split("\n\n    python")[0].split("\n\n", 1)[1].strip(),
+        "",
+        f"Command: `{command}`; {platform.processor() or platform.machine()}, accelerator `{args.accelerator}`, "
+        f"{args.threads} CPU threads, epochs {args.epochs}, lr {args.lr}, clip {args.clip}, "
+        f"{args.batch} users per step expected.",
+        "",
+        "| set | model | ε (spent) | noise multiplier | steps | test NDCG@10 | test HR@10 | train+test s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for result in results:
+        for row in result["rows"]:
+            if row["model"] == "popularity":
+                lines.append(f"| {result['set']} | popularity | – | – | – | {row['NDCG@10']:.4f} | {row['HR@10']:.4f} | – |")
+                continue
+            lines.append(
+                f"| {result['set']} | Recommender | {eps(row['epsilon'])} | {row['noise']:.3g} | {row['steps'] or '–'} | "
+                f"{row['NDCG@10']:.4f} | {row['HR@10']:.4f} | {row['seconds']:.0f} |"
+            )
+    if probes:
+        lines += ["", "Membership inference (loss threshold, AUC; 0.5 = chance):", "",
+                  "| set | ε (spent) | AUC | members / non-members probed |", "|---|---:|---:|---:|"]  # fmt: skip
+        for row in probes:
+            lines.append(f"| {row['set']} | {eps(row['epsilon'])} | {row['auc']:.3f} | {row['members']} / {row['non_members']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    import torch
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sets", default="ml-100k,toys")
+    parser.add_argument("--epsilons", default="1,4,8,inf")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--batch", type=int, default=256, help="expected users per step (Poisson sampling)")
+    parser.add_argument("--lr", type=float, default=5e-3)
+    parser.add_argument("--clip", type=float, default=1.0)
+    parser.add_argument("--probe-users", type=int, default=400, help="members and non-members each, per probe")
+    parser.add_argument("--parts", default="quality,membership")
+    parser.add_argument("--accelerator", default="cpu")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="ML-100K, 1 epoch, ε = 8 and ∞, 50 probe users; no file")
+    parser.add_argument("--out", default=str(RESULTS))
+    args = parser.parse_args()
+    if args.quick:
+        args.sets, args.epsilons, args.epochs, args.probe_users = "ml-100k", "8,inf", 1, 50
+    args.epsilons = [float(e) for e in args.epsilons.split(",")]
+    torch.set_num_threads(args.threads)
+    names = args.sets.split(",")
+    parts = args.parts.split(",")
+    results = [quality(name, args) for name in names] if "quality" in parts else []
+    probes = [row for name in names for row in membership(name, args)] if "membership" in parts else []
+    text = report(results, probes, args, "python benchmarks/privacy.py " + " ".join(sys.argv[1:]))
+    print(text)
+    if not args.quick:
+        Path(args.out).write_text(text)
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
