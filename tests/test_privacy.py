@@ -161,6 +161,27 @@ def test_vectorized_user_gradients_equal_the_loop_over_users(loss: str, data_arg
     assert any(bool(g.abs().sum() > 0) for g in per_user_gradients(recommender, batch, params))
 
 
+class GatheringPooling(UserEncoder):
+    """Mean pooling over the history's non-padding items gathered with ``nonzero``: a
+    data-dependent shape that ``vmap`` cannot batch."""
+
+    def forward(self, batch: Batch, item_encoder: ItemEncoder, all_positions: bool = False, need_weights: bool = False):
+        history = batch["history"]
+        rows, columns = (history != 0).nonzero(as_tuple=True)
+        total = item_encoder(history).new_zeros(history.shape[0], self.dim)
+        total = total.index_add(0, rows, item_encoder(history[rows, columns]))
+        return UserEncoding(total / (history != 0).sum(1, keepdim=True).clamp(min=1), None)
+
+
+def test_a_model_vmap_cannot_batch_trains_by_the_loop_with_a_warning() -> None:
+    L.seed_everything(0, verbose=False)
+    datamodule = data(num_users=40)
+    private = DifferentialPrivacy(epsilon=None, noise_multiplier=1.0)
+    with pytest.warns(UserWarning, match="vmap cannot batch Recommender's training loss.*loop over users"):
+        trainer([private], max_steps=2).fit(model(datamodule, user_encoder=GatheringPooling), datamodule)
+    assert private.steps == 2 and not private.vectorized
+
+
 def test_private_training_beats_popularity_at_epsilon_8() -> None:
     L.seed_everything(0, verbose=False)
     datamodule = data(num_users=600, num_items=150, batch_size=300)
