@@ -573,6 +573,35 @@ def export_main(argv: Sequence[str]) -> int:
     return 0
 
 
+# ------------------------------------------------------------------- serve
+def serve_main(argv: Sequence[str]) -> int:
+    """An HTTP service from a checkpoint alone (see :mod:`attnrec.service`)."""
+    parser = argparse.ArgumentParser(
+        prog="attnrec serve",
+        description="Serve recommendations over HTTP: GET /health, POST /recommend with {\"user\": ID, \"k\": 10} or "
+        "{\"history\": [ITEM, ...], \"k\": 10} (optionally \"exclude_seen\": false). Users, histories and item "
+        "titles come from the checkpoint. Needs the `serve` extra (pip install 'attnrec[serve]').",
+    )
+    parser.add_argument("--ckpt_path", required=True, help="checkpoint file")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument("--max_batch", type=int, default=32, help="most concurrent requests run as one batch")
+    parser.add_argument("--max_wait_ms", type=float, default=2.0, help="how long a batch waits for more requests")
+    parser.add_argument("--max_k", type=int, default=1000, help="longest list a request may ask for")
+    parser.add_argument("--ann", choices=("hnsw", "ivf"), help="retrieve with a faiss index instead of exact ranking")
+    args = parser.parse_args(argv)
+    import uvicorn
+
+    from .service import app_from_checkpoint
+
+    app = app_from_checkpoint(
+        args.ckpt_path, index_kind=args.ann, model=load_model(args.ckpt_path), max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms, max_k=args.max_k,
+    )  # fmt: skip
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
 def data_from_config(path: str, ckpt_path: str, catalog: ItemCatalog) -> RecDataModule:
     """The data module of a YAML config's ``data`` section (or of the whole file), checked to
     hold the checkpoint's catalogue."""
@@ -646,6 +675,8 @@ def _dispatch(argv: list[str], debug: bool = False) -> int:
         return recommend_main(argv[1:])
     if argv and argv[0] == "export":
         return export_main(argv[1:])
+    if argv and argv[0] == "serve":
+        return serve_main(argv[1:])
     if not argv or argv[0] not in (*SUBCOMMANDS, "-h", "--help", "--version"):
         if argv and not argv[0].startswith("-"):
             print(f"attnrec: unknown subcommand {argv[0]!r}; choose from {', '.join((*SUBCOMMANDS, *EXTRA_COMMANDS))}",

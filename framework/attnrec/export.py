@@ -80,6 +80,14 @@ def retrieval_space(model: Recommender) -> Tensor:
     return item_side(model.item_encoder.all_items()[1:].detach()).float().clone()
 
 
+@torch.no_grad()
+def query_vectors(model: Recommender, batch: dict[str, Tensor]) -> Tensor:
+    """A batch's users as queries of the inner-product space (for an ANN index)."""
+    check_exportable(model)
+    query_side, _ = _query_fn(model.scorer)
+    return query_side(model.encode_users(batch).vectors)
+
+
 class UserTower(nn.Module):
     """``history [B, L] -> (query [B, D], scores [B, N])``: the user encoder, the scorer's user
     side and the item table, as one module of plain tensors for ``torch.export``."""
