@@ -18,7 +18,7 @@ trained on the other half at ε = ∞ and at ε = 8 is attacked by loss threshol
 telling members from held-out users by the mean training loss of their windows
 (``attnrec.evaluation.membership_inference_auc``; 0.5 = chance).
 
-    python benchmarks/privacy.py --sets ml-100k,toys --epsilons 1,4,8,inf --epochs 30
+    python benchmarks/privacy.py --sets ml-100k,toys --epsilons 1,4,8,inf --epochs ml-100k:30,toys:10
     python benchmarks/privacy.py --quick   # a minute: ML-100K, 1 epoch, ε = 8 and ∞, no table written
 """
 
@@ -48,6 +48,8 @@ def datamodule(name: str, batch_size: int, held_out: float = 0.0) -> Any:
     base = MovieLensDataModule if name == "ml-100k" else UserSequencesDataModule
 
     class Data(base):  # type: ignore[valid-type, misc]
+        set_name = name
+
         def build_split(self, *args: Any) -> Any:
             split = super().build_split(*args)
             if held_out:
@@ -71,7 +73,7 @@ def train(data: Any, epsilon: float, args: argparse.Namespace) -> tuple[Any, Any
                         metrics=("HR", "NDCG"), ks=(10,))  # fmt: skip
     private = [DifferentialPrivacy(epsilon=epsilon, max_grad_norm=args.clip)] if math.isfinite(epsilon) else []
     L.Trainer(
-        max_epochs=args.epochs, callbacks=private, logger=False, enable_checkpointing=False,
+        max_epochs=args.epochs[data.set_name], callbacks=private, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
         accelerator=args.accelerator, devices=1,
     ).fit(model, data)  # fmt: skip
@@ -139,7 +141,8 @@ def report(results: list[dict[str, Any]], probes: list[dict[str, Any]], args: ar
         (__doc__ or "").split("\n\n    python")[0].split("\n\n", 1)[1].strip(),
         "",
         f"Command: `{command}`; {platform.processor() or platform.machine()}, accelerator `{args.accelerator}`, "
-        f"{args.threads} CPU threads, epochs {args.epochs}, lr {args.lr}, clip {args.clip}, "
+        f"{args.threads} CPU threads, epochs {', '.join(f'{k} {v}' for k, v in args.epochs.items())}, lr {args.lr}, "
+        f"clip {args.clip}, "
         f"{args.batch} users per step expected.",
         "",
         "| set | model | ε (spent) | noise multiplier | steps | test NDCG@10 | test HR@10 | train+test s |",
@@ -168,7 +171,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sets", default="ml-100k,toys")
     parser.add_argument("--epsilons", default="1,4,8,inf")
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--epochs", default="30", help="epochs for every set, or per set: ml-100k:30,toys:10")
     parser.add_argument("--batch", type=int, default=256, help="expected users per step (Poisson sampling)")
     parser.add_argument("--lr", type=float, default=5e-3)
     parser.add_argument("--clip", type=float, default=1.0)
@@ -180,10 +183,12 @@ def main() -> None:
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
     if args.quick:
-        args.sets, args.epsilons, args.epochs, args.probe_users = "ml-100k", "8,inf", 1, 50
+        args.sets, args.epsilons, args.epochs, args.probe_users = "ml-100k", "8,inf", "1", 50
     args.epsilons = [float(e) for e in args.epsilons.split(",")]
-    torch.set_num_threads(args.threads)
     names = args.sets.split(",")
+    given = dict(part.split(":") for part in args.epochs.split(",")) if ":" in args.epochs else {}
+    args.epochs = {name: int(given.get(name, args.epochs if not given else 30)) for name in names}
+    torch.set_num_threads(args.threads)
     parts = args.parts.split(",")
     results = [quality(name, args) for name in names] if "quality" in parts else []
     probes = [row for name in names for row in membership(name, args)] if "membership" in parts else []

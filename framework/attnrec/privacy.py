@@ -25,6 +25,7 @@ Opacus is imported only when private training starts, so ``import attnrec`` stay
 from __future__ import annotations
 
 import math
+import warnings
 from typing import TYPE_CHECKING, Any, Iterator, Literal
 
 import numpy as np
@@ -161,9 +162,11 @@ def vectorized_user_gradients(
     by_name = dict(model.named_parameters())
     values = tuple(by_name[name] for name in names)
     in_dims = (None, 0, 0, 0, None if negatives is None else 0, 0)
-    grads = vmap(grad(loss), in_dims=in_dims, randomness="different", chunk_size=chunk_size)(
-        tuple(v.detach() for v in values), per_row, positions, positive, negatives, weight
-    )
+    with warnings.catch_warnings():  # torch's note that SDPA has no vmap rule on CPU and runs row by row
+        warnings.filterwarnings("ignore", message="There is a performance drop because we have not yet implemented")
+        grads = vmap(grad(loss), in_dims=in_dims, randomness="different", chunk_size=chunk_size)(
+            tuple(v.detach() for v in values), per_row, positions, positive, negatives, weight
+        )
     found = {name: g for name, g in zip(names, grads)}
     return [found[name] for name in (next(n for n in names if by_name[n] is p) for p in params)]
 
@@ -409,6 +412,8 @@ class DifferentialPrivacy(Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """A resumed run keeps counting the steps taken before it."""
         self.history = [(float(s), float(q), int(n)) for s, q, n in state_dict.get("history", [])]
+        if self.accountant is not None:  # restored after on_fit_start (strategies that restore late)
+            self.accountant.history = list(self.history)
 
 
 # ------------------------------------------------------------ membership probe
