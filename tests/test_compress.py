@@ -1,0 +1,64 @@
+"""Compression: the int8 user encoder and fp16/int8 item tables are smaller, keep a trained
+model's quality on planted structure (still far above popularity), and leave the original alone."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+
+from attnrec import Recommender
+from attnrec.compress import (
+    dequantize_rows,
+    quantize_item_table,
+    quantize_rows,
+    quantize_user_encoder,
+    stored_bytes,
+)
+from attnrec.data import SyntheticDataModule
+from attnrec.evaluation import evaluate_popularity
+
+
+def _trainer(**kwargs) -> L.Trainer:
+    return L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                     **kwargs)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def trained() -> tuple[Recommender, SyntheticDataModule]:
+    L.seed_everything(0, verbose=False)
+    data = SyntheticDataModule(num_users=400, num_items=150, max_len=20, batch_size=64, eval_batch_size=256)
+    model = Recommender(data.catalog, dim=32, max_len=20, lr=5e-3, metrics=("NDCG",), ks=(10,))
+    _trainer(max_epochs=4, num_sanity_val_steps=0, limit_val_batches=0).fit(model, datamodule=data)
+    return model.eval(), data
+
+
+def _ndcg(model: Recommender, data: SyntheticDataModule) -> float:
+    return float(_trainer().test(model, datamodule=data, verbose=False)[0]["test/NDCG@10"])
+
+
+def test_int8_encoder_and_item_tables_keep_quality_and_shrink(trained) -> None:
+    model, data = trained
+    teacher = _ndcg(model, data)
+    popularity = evaluate_popularity(data, "test", metrics=["NDCG"], ks=[10])["NDCG@10"]
+    assert teacher > 1.5 * popularity  # the model learned the planted structure
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    int8 = quantize_user_encoder(model)
+    assert stored_bytes(int8.user_encoder) < 0.5 * stored_bytes(model.user_encoder)
+    assert _ndcg(int8, data) > 0.9 * teacher
+    table = model.item_encoder.embedding.weight
+    for dtype, ratio in (("fp16", 0.5), ("int8", 0.3)):
+        smaller, size = quantize_item_table(model, dtype)
+        assert size <= ratio * table.numel() * 4
+        assert _ndcg(smaller, data) > 0.95 * teacher
+    assert all(torch.equal(value, model.state_dict()[name]) for name, value in before.items())  # original untouched
+
+
+def test_int8_rows_round_trip_within_half_a_step() -> None:
+    table = torch.randn(50, 8) * torch.rand(50, 1) * 3
+    table[0] = 0  # the padding row
+    stored, scale = quantize_rows(table, "int8")
+    assert stored.dtype == torch.int8 and scale is not None
+    error = (dequantize_rows(stored, scale) - table).abs()
+    assert bool((error <= scale.unsqueeze(1) / 2 + 1e-6).all())
+    assert bool((dequantize_rows(stored, scale)[0] == 0).all())
