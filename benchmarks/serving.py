@@ -1,0 +1,327 @@
+"""Serving: HTTP latency under load, ANN recall and queries/s, and compression, for SASRec on
+Amazon Toys (S3-Rec's file, as in ``benchmarks/sequential_amazon.py``).
+
+Model: SASRec as ``sequential_amazon.py`` trains it (dim 64, 2 layers, 2 heads, max_len 50,
+full-softmax CE, length-aware batching), for ``--minutes`` of training keeping the best
+validation epoch; the checkpoint is saved with its users' histories (``--ckpt``, by default in
+the system temp dir, reused when it exists).
+
+Part ``load``: ``attnrec serve`` in its own process on 127.0.0.1 (2 torch threads), exact
+ranking over Toys' 11,924 items, ``k = 10``; closed-loop clients (each sends its next request
+when the previous answer arrives) for known users drawn at random, at 1, 8 and 32 concurrent
+clients, each level bounded by ``--requests`` requests and ``--seconds`` seconds after 50
+warm-up requests. Latency is client-side (request sent to JSON parsed); clients run in the
+benchmark process on the same cores.
+Part ``ann``: recall@10 of faiss HNSW / IVF against the exact top-10 (flat inner product) and
+queries/s (one thread, batches of 256 queries) at 100K and 1M synthetic items (dim 64, 64
+clusters with varied norms) and for Toys' SASRec item vectors with its users' query vectors.
+Part ``compress``: the teacher (fp32), int8 dynamic quantisation of the user encoder, fp16 and
+int8 item tables: size on disk of the model's weights, p50 latency of one user's top-10 (exact
+ranking, 200 requests, one at a time) and test HR@10/NDCG@10 under the S3-Rec protocol.
+
+    OMP_NUM_THREADS=2 python benchmarks/serving.py --minutes 10
+    python benchmarks/serving.py --quick      # end-to-end check on the synthetic shop (no Toys)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+RESULTS = Path(__file__).parent / "results" / "serving.md"
+SCRATCH = Path(tempfile.gettempdir()) / "attnrec_serving_benchmark"  # checkpoints, quick results
+DEFAULT_CKPT = SCRATCH / "sasrec_toys.ckpt"
+
+
+# --------------------------------------------------------------------- model
+def data_and_model(quick: bool) -> tuple[Any, Any]:
+    if quick:
+        from attnrec.data import SyntheticDataModule
+        from attnrec_ecommerce import SASRec
+
+        data = SyntheticDataModule(num_users=300, num_items=200, max_len=20, batch_size=64)
+        return data, SASRec(data.catalog, dim=32, max_len=20, metrics=("HR", "NDCG"), ks=(10,))
+    from sequential_amazon import datamodule, model
+
+    data = datamodule("Toys_and_Games", "length")
+    return data, model(data)
+
+
+def train(ckpt: Path, minutes: float, quick: bool) -> None:
+    """Train under a wall-clock budget, keep the best validation epoch, save a checkpoint that
+    holds the users' histories."""
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    L.seed_everything(0, verbose=False)
+    data, net = data_and_model(quick)
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    best = ModelCheckpoint(dirpath=str(ckpt.parent / "runs"), monitor="val/NDCG@10", mode="max")
+    trainer = L.Trainer(max_time={"minutes": minutes}, max_epochs=10_000 if not quick else 2, logger=False,
+                        enable_progress_bar=False, num_sanity_val_steps=0, callbacks=[best])  # fmt: skip
+    trainer.fit(net, data)
+    os.replace(best.best_model_path, ckpt)
+
+
+def load(ckpt: Path) -> tuple[Any, Any]:
+    """``(model, serving data)`` of the checkpoint."""
+    import torch
+
+    from attnrec import Recommender
+    from attnrec.data.serving import ServingData
+    from attnrec.plugins import get_registry
+
+    get_registry()
+    model = Recommender.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True).eval()
+    serving = ServingData(torch.load(ckpt, weights_only=True)["attnrec_serving"], model.catalog)
+    return model, serving
+
+
+# ---------------------------------------------------------------- load test
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+async def clients(url: str, users: list[Any], concurrency: int, requests: int, seconds: float) -> dict[str, float]:
+    import httpx
+
+    latencies: list[float] = []
+    sent = 0
+    deadline = time.perf_counter() + seconds
+    rng = random.Random(concurrency)
+
+    async def client(http: httpx.AsyncClient) -> None:
+        nonlocal sent
+        while sent < requests and time.perf_counter() < deadline:
+            sent += 1
+            start = time.perf_counter()
+            response = await http.post(f"{url}/recommend", json={"user": rng.choice(users), "k": 10})
+            response.raise_for_status()
+            response.json()
+            latencies.append(time.perf_counter() - start)
+
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=30) as http:
+        for _ in range(50):  # warm-up
+            (await http.post(f"{url}/recommend", json={"user": rng.choice(users), "k": 10})).raise_for_status()
+        start = time.perf_counter()
+        await asyncio.gather(*(client(http) for _ in range(concurrency)))
+        wall = time.perf_counter() - start
+    latencies.sort()
+    return {
+        "clients": concurrency,
+        "requests": len(latencies),
+        "p50_ms": 1000 * statistics.median(latencies),
+        "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
+        "rps": len(latencies) / wall,
+    }
+
+
+def load_test(ckpt: Path, levels: list[int], requests: int, seconds: float) -> list[dict[str, float]]:
+    import httpx
+
+    _, serving = load(ckpt)
+    users = serving.state["user_ids"][1:]
+    port = free_port()
+    env = os.environ | {"OMP_NUM_THREADS": "2"}
+    server = subprocess.Popen([sys.executable, "-m", "attnrec.cli", "serve", f"--ckpt_path={ckpt}", f"--port={port}"],
+                              env=env)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("attnrec serve did not come up") from None
+                time.sleep(0.5)
+        rows = [asyncio.run(clients(url, users, level, requests, seconds)) for level in levels]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    for row in rows:
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+# ----------------------------------------------------------------------- ANN
+def clustered(n: int, dim: int, seed: int) -> Any:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(64, dim)).astype(np.float32)
+    vectors = centres[rng.integers(0, 64, n)] + 0.5 * rng.normal(size=(n, dim)).astype(np.float32)
+    return (vectors * rng.uniform(0.5, 1.5, size=(n, 1)).astype(np.float32)).astype(np.float32)
+
+
+def queries_per_second(index: Any, queries: Any, k: int = 10) -> tuple[Any, float]:
+    import torch
+
+    start = time.perf_counter()
+    found = [index.search(queries[i : i + 256], k)[0] for i in range(0, len(queries), 256)]
+    return torch.cat(found), len(queries) / (time.perf_counter() - start)
+
+
+def ann_rows(name: str, items: Any, queries: Any, configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    import faiss
+
+    from attnrec.ann import AnnIndex, recall_at_k
+
+    faiss.omp_set_num_threads(1)
+    exact_index = AnnIndex(items, kind="flat")
+    exact, exact_qps = queries_per_second(exact_index, queries)
+    rows = [{"set": name, "items": len(items), "index": "exact (flat)", "recall@10": 1.0, "qps": exact_qps,
+             "build_s": 0.0, "speed-up": 1.0}]  # fmt: skip
+    for config in configs:
+        start = time.perf_counter()
+        index = AnnIndex(items, **config)
+        build = time.perf_counter() - start
+        found, qps = queries_per_second(index, queries)
+        label = ", ".join(f"{key}={value}" for key, value in config.items())
+        rows.append({"set": name, "items": len(items), "index": label, "recall@10": recall_at_k(found, exact),
+                     "qps": qps, "build_s": build, "speed-up": qps / exact_qps})  # fmt: skip
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+ANN_CONFIGS = [
+    {"kind": "hnsw", "m": 32, "ef_search": 64},
+    {"kind": "hnsw", "m": 32, "ef_search": 128},
+    {"kind": "ivf", "nprobe": 16},
+    {"kind": "ivf", "nprobe": 64},
+]
+
+
+def ann(ckpt: Path, sizes: list[int], num_queries: int, label: str) -> list[dict[str, Any]]:
+    import torch
+
+    from attnrec.export import query_vectors, retrieval_space
+
+    rows = []
+    for size in sizes:
+        rows += ann_rows(f"synthetic {size:,}", clustered(size, 64, 0), clustered(num_queries, 64, 1), ANN_CONFIGS)
+    model, serving = load(ckpt)
+    users = serving.state["user_ids"][1 : num_queries + 1]
+    with torch.no_grad():
+        queries = torch.cat([query_vectors(model, serving.user_batch(users[i : i + 256])) for i in range(0, len(users), 256)])
+    rows += ann_rows(label, retrieval_space(model).numpy(), queries.numpy(), ANN_CONFIGS)
+    return rows
+
+
+# --------------------------------------------------------------- compression
+def compression(ckpt: Path, quick: bool) -> list[dict[str, Any]]:
+    import lightning as L
+
+    from attnrec.compress import quantize_item_table, quantize_user_encoder, stored_bytes
+
+    model, serving = load(ckpt)
+    data, _ = data_and_model(quick)
+    table_bytes = model.item_encoder.embedding.weight.numel() * 4
+    int8 = quantize_user_encoder(model)
+    variants = [("teacher (fp32)", model, stored_bytes(model)), ("int8 user encoder", int8, stored_bytes(int8))]
+    for dtype in ("fp16", "int8"):
+        smaller, size = quantize_item_table(model, dtype)
+        variants.append((f"{dtype} item table", smaller, stored_bytes(model) - table_bytes + size))
+    users = serving.state["user_ids"][1:201]
+    rows = []
+    for name, variant, size in variants:
+        latencies = []
+        for user in users:
+            batch = serving.user_batch([user])
+            start = time.perf_counter()
+            variant.recommend(batch, k=10)
+            latencies.append(time.perf_counter() - start)
+        tester = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+        result = tester.test(variant, datamodule=data, verbose=False)[0]
+        rows.append({"variant": name, "MB": size / 1e6, "p50_ms": 1000 * statistics.median(latencies),
+                     "HR@10": result["test/HR@10"], "NDCG@10": result["test/NDCG@10"]})  # fmt: skip
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+# -------------------------------------------------------------------- report
+def report(load_rows: list[dict], ann_rows_: list[dict], compress_rows: list[dict], command: str, quick: bool) -> str:
+    import platform
+
+    lines = ["## Serving: latency, ANN retrieval, compression (SASRec on Amazon Toys)", "",
+             (__doc__ or "").split("\n\n    ")[0].strip(), "",
+             f"Command: `{command}` on {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores"
+             + (" (**--quick: synthetic data, for checking the script only**)" if quick else "") + ".", ""]  # fmt: skip
+    if load_rows:
+        lines += ["### HTTP load test (k = 10, exact ranking)", "", "| clients | requests | p50 ms | p99 ms | req/s |",
+                  "|---:|---:|---:|---:|---:|"]  # fmt: skip
+        lines += [f"| {r['clients']} | {r['requests']} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['rps']:.0f} |"
+                  for r in load_rows]  # fmt: skip
+        lines.append("")
+    if ann_rows_:
+        lines += ["### ANN retrieval (faiss, one thread)", "",
+                  "| set | items | index | recall@10 | queries/s | × exact | build s |", "|---|---:|---|---:|---:|---:|---:|"]
+        lines += [f"| {r['set']} | {r['items']:,} | {r['index']} | {r['recall@10']:.3f} | {r['qps']:,.0f} | "
+                  f"{r['speed-up']:.1f} | {r['build_s']:.1f} |" for r in ann_rows_]  # fmt: skip
+        lines.append("")
+    if compress_rows:
+        teacher = compress_rows[0]
+        lines += ["### Compression (against the fp32 teacher)", "",
+                  "| variant | MB | p50 ms (one user) | HR@10 | NDCG@10 | NDCG@10 vs teacher |", "|---|---:|---:|---:|---:|---:|"]
+        lines += [f"| {r['variant']} | {r['MB']:.2f} | {r['p50_ms']:.2f} | {r['HR@10']:.4f} | {r['NDCG@10']:.4f} | "
+                  f"{r['NDCG@10'] / teacher['NDCG@10'] - 1:+.1%} |" for r in compress_rows]  # fmt: skip
+        lines += ["", "Not measured: a distilled student (not built yet)."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    import torch
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--parts", default="load,ann,compress", help="comma-separated: load, ann, compress")
+    parser.add_argument("--minutes", type=float, default=10.0, help="SASRec training budget when --ckpt is missing")
+    parser.add_argument("--ckpt", default=str(DEFAULT_CKPT), help="the Toys checkpoint (trained and saved if missing)")
+    parser.add_argument("--clients", default="1,8,32")
+    parser.add_argument("--requests", type=int, default=5000, help="most requests per concurrency level")
+    parser.add_argument("--seconds", type=float, default=60.0, help="most seconds per concurrency level")
+    parser.add_argument("--sizes", default="100000,1000000", help="synthetic catalogue sizes for the ANN part")
+    parser.add_argument("--queries", type=int, default=2000)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="synthetic data, tiny settings: checks the script runs")
+    parser.add_argument("--out", default=str(RESULTS))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    ckpt = Path(args.ckpt)
+    if args.quick:
+        ckpt = SCRATCH / "sasrec_quick.ckpt"
+        args.requests, args.seconds, args.sizes, args.queries = 40, 5.0, "5000", 200
+    if not ckpt.exists():
+        train(ckpt, args.minutes, args.quick)
+    parts = args.parts.split(",")
+    levels = [int(c) for c in args.clients.split(",")]
+    load_rows = load_test(ckpt, levels, args.requests, args.seconds) if "load" in parts else []
+    sizes = [int(s) for s in args.sizes.split(",")]
+    label = "synthetic shop (SASRec)" if args.quick else "Toys (SASRec)"
+    ann_result = ann(ckpt, sizes, args.queries, label) if "ann" in parts else []
+    compress_rows = compression(ckpt, args.quick) if "compress" in parts else []
+    text = report(load_rows, ann_result, compress_rows, "python benchmarks/serving.py " + " ".join(sys.argv[1:]), args.quick)
+    print(text)
+    out = Path(args.out) if not args.quick else SCRATCH / "serving_quick.md"
+    out.write_text(text)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
