@@ -3,19 +3,25 @@ model's quality on planted structure (still far above popularity), and leave the
 
 from __future__ import annotations
 
+import functools
+
 import lightning as L
 import pytest
 import torch
 
 from attnrec import Recommender
 from attnrec.compress import (
+    DistillationLoss,
     dequantize_rows,
+    distill,
     quantize_item_table,
     quantize_rows,
     quantize_user_encoder,
     stored_bytes,
 )
 from attnrec.data import SyntheticDataModule
+from attnrec.encoders import TransformerUserEncoder
+from attnrec.losses import CrossEntropyLoss
 from attnrec.evaluation import evaluate_popularity
 
 
@@ -62,3 +68,38 @@ def test_int8_rows_round_trip_within_half_a_step() -> None:
     error = (dequantize_rows(stored, scale) - table).abs()
     assert bool((error <= scale.unsqueeze(1) / 2 + 1e-6).all())
     assert bool((dequantize_rows(stored, scale)[0] == 0).all())
+
+
+def test_distillation_loss_is_cross_entropy_when_the_student_agrees_and_pulls_it_towards_the_teacher() -> None:
+    torch.manual_seed(0)
+    teacher, positive = torch.randn(6, 20), torch.randint(1, 20, (6,))
+    mask = torch.ones(6, 20, dtype=torch.bool)
+    mask[:, 0] = False  # padding
+    loss = DistillationLoss(temperature=2.0, alpha=0.5)
+    loss.teacher_logits = teacher
+    agreeing = loss(teacher.clone(), positive, mask)
+    assert torch.allclose(agreeing, 0.5 * CrossEntropyLoss()(teacher, positive, mask), atol=1e-5)
+    student = torch.zeros(6, 20, requires_grad=True)
+    pure = DistillationLoss(temperature=2.0, alpha=1.0)
+    pure.teacher_logits = teacher
+    value = pure(student, positive, mask).sum()
+    value.backward()
+    assert bool(torch.isfinite(student.grad).all()) and bool((student.grad[:, 0] == 0).all())
+    moved = pure(student.detach() - 5.0 * student.grad, positive, mask).sum()
+    assert moved < value  # a gradient step brings the student's distribution closer
+    with pytest.raises(RuntimeError, match="TeacherScores"):
+        DistillationLoss()(teacher, positive, mask)
+
+
+@pytest.mark.slow
+def test_a_distilled_student_a_quarter_of_the_size_learns_from_the_teacher(trained) -> None:
+    teacher, data = trained
+    L.seed_everything(1, verbose=False)
+    student = Recommender(data.catalog, dim=8, max_len=20, lr=5e-3, metrics=("NDCG",), ks=(10,),
+                          user_encoder=functools.partial(TransformerUserEncoder, num_layers=1))  # fmt: skip
+    assert stored_bytes(student) <= stored_bytes(teacher) / 4
+    distill(teacher, student, data, max_epochs=4, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+            enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0)  # fmt: skip
+    assert isinstance(student.loss, CrossEntropyLoss)  # served and saved as a plain model
+    popularity = evaluate_popularity(data, "test", metrics=["NDCG"], ks=[10])["NDCG@10"]
+    assert _ndcg(student.eval(), data) > popularity

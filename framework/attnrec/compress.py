@@ -11,6 +11,12 @@ Each function returns a new model (the original is left alone) that scores throu
 * :func:`quantize_item_table`: the item embedding stored as fp16, or as int8 with one scale per
   row (symmetric); the model computes with the values the stored table holds, so its quality
   is what the smaller table gives.
+* :func:`distill`: a smaller student trained on a teacher's scores through the loss interface:
+  :class:`DistillationLoss` (a :class:`~attnrec.interfaces.Loss` over the catalogue) mixes the
+  next-item cross-entropy with the KL divergence from the teacher's softened scores, which the
+  :class:`TeacherScores` callback computes for the same training examples before each step.
+  The student stays a plain ``Recommender``: its checkpoint loads and serves without the
+  teacher.
 """
 
 from __future__ import annotations
@@ -20,12 +26,16 @@ import io
 import warnings
 from typing import Literal
 
+import lightning as L
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .interfaces import Batch, Loss
 from .model import Recommender
 
 TableDtype = Literal["fp16", "int8"]
+MASKED = -1e9  # the logit of a masked candidate in DistillationLoss
 
 
 def quantize_user_encoder(model: Recommender) -> Recommender:
@@ -78,3 +88,79 @@ def stored_bytes(module: nn.Module) -> int:
     buffer = io.BytesIO()
     torch.save(module.state_dict(), buffer)
     return buffer.getbuffer().nbytes
+
+
+class DistillationLoss(Loss):
+    """``(1 - alpha) * CE(student, next item) + alpha * T^2 * KL(teacher_T || student_T)`` per
+    example, over the catalogue (Hinton et al.'s soft targets; ``T`` = ``temperature``).
+
+    The teacher's logits for the batch's examples are set in :attr:`teacher_logits` by
+    :class:`TeacherScores` before each training step (the loss interface passes the student's
+    logits only); masked candidates (padding, excluded items) count on neither side."""
+
+    candidates = "catalog"
+
+    def __init__(self, temperature: float = 2.0, alpha: float = 0.5) -> None:
+        super().__init__()
+        if not 0.0 <= alpha <= 1.0 or temperature <= 0:
+            raise ValueError(f"DistillationLoss: alpha in [0, 1] and temperature > 0; got {alpha}, {temperature}")
+        self.temperature, self.alpha = temperature, alpha
+        self.teacher_logits: Tensor | None = None
+
+    def forward(self, logits: Tensor, positive: Tensor, mask: Tensor | None = None) -> Tensor:
+        teacher = self.teacher_logits
+        if teacher is None or teacher.shape != logits.shape:
+            raise RuntimeError(
+                "DistillationLoss needs the teacher's logits of the same examples: train with the TeacherScores "
+                f"callback (got {None if teacher is None else tuple(teacher.shape)} for {tuple(logits.shape)})"
+            )
+        student, teacher = logits.float(), teacher.float()
+        if mask is not None:  # a finite fill: its probability is 0, and 0 * (a - b) stays 0 (no inf - inf)
+            student, teacher = student.masked_fill(~mask, MASKED), teacher.masked_fill(~mask, MASKED)
+        hard = F.cross_entropy(student, positive, reduction="none")
+        t = self.temperature
+        log_teacher = F.log_softmax(teacher / t, dim=-1)
+        kl = (log_teacher.exp() * (log_teacher - F.log_softmax(student / t, dim=-1))).sum(dim=-1)
+        return (1 - self.alpha) * hard + self.alpha * t * t * kl
+
+
+class TeacherScores(L.Callback):
+    """Before each training step, the teacher's catalogue logits for the examples the student
+    trains on (``training_examples`` of the batch), handed to the student's
+    :class:`DistillationLoss`. The teacher runs in eval mode without gradients."""
+
+    def __init__(self, teacher: Recommender) -> None:
+        self.teacher = teacher.eval()
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Batch, batch_idx: int) -> None:
+        assert isinstance(pl_module, Recommender) and isinstance(pl_module.loss, DistillationLoss)
+        self.teacher.to(pl_module.device)
+        examples = pl_module.training_examples(batch)
+        with torch.no_grad():
+            scoring = self.teacher.scoring(batch, examples)
+            pl_module.loss.teacher_logits = scoring.chunk(0, pl_module.catalog.num_items + 1)
+
+
+def distill(
+    teacher: Recommender,
+    student: Recommender,
+    datamodule: L.LightningDataModule,
+    temperature: float = 2.0,
+    alpha: float = 0.5,
+    **trainer_kwargs: object,
+) -> Recommender:
+    """Train ``student`` (a smaller ``Recommender`` over the same catalogue) on the teacher's
+    scores with a ``lightning.Trainer(**trainer_kwargs)``; its own loss is put back afterwards,
+    so it is saved, evaluated and served as a plain model."""
+    if student.catalog.num_items != teacher.catalog.num_items:
+        raise ValueError(
+            f"distill: the student has {student.catalog.num_items} items, the teacher {teacher.catalog.num_items}"
+        )
+    own_loss = student.loss
+    student.loss = DistillationLoss(temperature, alpha)
+    callbacks = [*trainer_kwargs.pop("callbacks", []), TeacherScores(teacher)]  # type: ignore[misc]
+    try:
+        L.Trainer(callbacks=callbacks, **trainer_kwargs).fit(student, datamodule=datamodule)  # type: ignore[arg-type]
+    finally:
+        student.loss = own_loss
+    return student
