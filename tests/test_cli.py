@@ -296,6 +296,7 @@ def test_top_level_help_names_the_extra_subcommands(capsys) -> None:
         main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "attnrec plugins" in text and "attnrec recommend" in text and "fit" in text
+    assert "attnrec predict" in text and "attnrec export" in text and "attnrec serve" in text
 
 
 def test_a_misspelled_component_name_gets_the_close_registered_ones(capsys, fresh_registry, monkeypatch) -> None:
@@ -320,7 +321,7 @@ def test_unknown_subcommand_is_a_clear_error(capsys) -> None:
     assert main(["frobnicate"]) == 2
     error = capsys.readouterr().err
     assert "unknown subcommand 'frobnicate'" in error
-    assert "fit, validate, test, predict, recommend, plugins" in error
+    assert "fit, validate, test, predict, recommend, export, serve, plugins" in error
 
 
 # ----------------------------------------------------------------- recommend
