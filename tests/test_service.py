@@ -194,3 +194,14 @@ def test_attnrec_serve_answers_on_loopback(checkpoint: Path, tmp_path: Path) -> 
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_ann_retrieval_answers_as_exact_ranking_with_an_exact_index(checkpoint: Path, client: TestClient, reference) -> None:
+    """The ``--ann`` path (query vectors, index search, seen items excluded) against exact
+    ranking, with faiss's exact index so any difference is the path's, not the approximation's."""
+    _, serving = reference
+    with TestClient(app_from_checkpoint(str(checkpoint), index_kind="flat")) as ann_client:
+        assert ann_client.get("/health").json()["retrieval"] == "ann (flat)"
+        for user in serving.state["user_ids"][1:6]:
+            body = {"user": user, "k": 10}
+            assert _close(_pairs(ann_client.post("/recommend", json=body)), _pairs(client.post("/recommend", json=body)))
