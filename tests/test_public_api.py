@@ -20,7 +20,10 @@ from jsonargparse import ArgumentParser
 
 PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
 METHODS = (property, classmethod, staticmethod, functools.cached_property)
-FIXED = {"LightGCNFilesDataModule": {"split", "val_ratio", "test_ratio"}}
+FIXED = {
+    "LightGCNFilesDataModule": {"split", "val_ratio", "test_ratio"},
+    "LastFMSocialDataModule": {"split", "val_ratio", "test_ratio"},
+}
 """Base arguments a plugin data module fixes on purpose (its files are the split)."""
 
 
