@@ -264,7 +264,9 @@ class AttnRecCLI(LightningCLI):
         """Show the most-popular baseline, under the same protocol and metrics, beside the
         test figures: a number means little without the floor it has to clear."""
         model = self.model
-        if not (self.trainer.is_global_zero and isinstance(model, Recommender) and self.datamodule is not None):
+        # every process evaluates its shard and the evaluator sums across them, as in `test`: on
+        # process 0 alone the sum would wait for the others forever
+        if not (isinstance(model, Recommender) and self.datamodule is not None):
             return
         if type(model).__name__ == "PopularityRecommender":
             return
