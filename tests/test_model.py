@@ -315,6 +315,24 @@ def test_max_len_is_given_once_and_reaches_the_encoder() -> None:
     assert model.user_encoder.max_len == 7
 
 
+@pytest.mark.parametrize(
+    "user_encoder", [PoolingUserEncoder, functools.partial(TransformerUserEncoder, num_layers=1)], ids=["no-length", "default-length"]
+)
+def test_model_without_max_len_trains_with_a_logger_and_reloads(user_encoder, tmp_path: Path) -> None:
+    """Built in Python without max_len, a model's hparams held max_len=None, which Lightning's
+    logger refused to merge with the data's max_len (a RuntimeError at fit)."""
+    datamodule = data(max_len=50)  # TransformerUserEncoder's default length
+    model = Recommender(datamodule.catalog, dim=8, user_encoder=user_encoder)
+    fitter = L.Trainer(
+        max_epochs=1, limit_train_batches=2, limit_val_batches=0, logger=L.pytorch.loggers.CSVLogger(tmp_path),
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
+    )  # fmt: skip
+    fitter.fit(model, datamodule)
+    fitter.save_checkpoint(tmp_path / "model.ckpt")
+    loaded = Recommender.load_from_checkpoint(tmp_path / "model.ckpt", weights_only=True)
+    assert getattr(loaded.user_encoder, "max_len", None) == getattr(model.user_encoder, "max_len", None)
+
+
 def test_popularity_baseline_is_a_recommender_that_trainer_test_evaluates() -> None:
     from attnrec.baselines import PopularityRecommender
 

@@ -6,6 +6,7 @@ membership-inference probe measures memorisation."""
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import Any, Iterator
 
 import lightning as L
@@ -86,6 +87,25 @@ def test_reported_epsilon_is_opacus_accountant_for_the_same_steps(capsys: pytest
     run.test(run.lightning_module, datamodule, verbose=False)
     printed = " ".join(capsys.readouterr().out.split())
     assert f"privacy=user-level DP-SGD (epsilon={expected:.3g} at delta={1 / users:.3g}" in printed
+
+
+def test_a_private_checkpoint_reports_its_epsilon_when_tested_without_the_callback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``attnrec test --ckpt_path`` builds a trainer without DifferentialPrivacy: the checkpoint
+    itself must carry the guarantee (it used to print a protocol with no privacy entry)."""
+    L.seed_everything(0, verbose=False)
+    datamodule = data()
+    private = DifferentialPrivacy(epsilon=4.0, max_grad_norm=0.5)
+    run = trainer([private], max_epochs=1)
+    run.fit(model(datamodule), datamodule)
+    run.save_checkpoint(tmp_path / "private.ckpt")
+    capsys.readouterr()
+    trainer([]).test(model(datamodule), datamodule, ckpt_path=tmp_path / "private.ckpt", verbose=False)
+    assert f"privacy={private.describe()}" in " ".join(capsys.readouterr().out.split())
+    loaded = Recommender.load_from_checkpoint(tmp_path / "private.ckpt", weights_only=True)
+    trainer([]).test(loaded, datamodule, verbose=False)
+    assert f"privacy={private.describe()}" in " ".join(capsys.readouterr().out.split())
 
 
 def test_a_user_moves_the_gradient_by_at_most_the_clip_however_many_windows() -> None:

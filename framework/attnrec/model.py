@@ -96,8 +96,9 @@ class Recommender(L.LightningModule):
     ) -> None:
         super().__init__()
         # The catalog travels in the checkpoint on its own (see on_save_checkpoint): it holds
-        # tensors, and hyper-parameters must stay plain for `weights_only` loading.
-        self.save_hyperparameters(ignore=["catalog"])
+        # tensors, and hyper-parameters must stay plain for `weights_only` loading. An unset
+        # max_len is not recorded: Lightning's loggers refuse max_len=None beside the data's value.
+        self.save_hyperparameters(ignore=["catalog"] + (["max_len"] if max_len is None else []))
         self.catalog = catalog
         self.item_encoder = item_encoder(catalog, dim)
         self.user_encoder = build_user_encoder(user_encoder, dim, max_len)
@@ -117,6 +118,8 @@ class Recommender(L.LightningModule):
         self.protocol: dict[str, str] = {}
         # other models' test figures under the same protocol, printed beside this one's
         self.reference_results: dict[str, dict[str, float]] = {}
+        # the privacy guarantee a checkpoint was trained under (attnrec.privacy), for the protocol
+        self.privacy: str | None = None
 
     # ----------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -151,6 +154,9 @@ class Recommender(L.LightningModule):
         source = _LOADING.get() or str(getattr(self._trainer, "ckpt_path", None) or "the checkpoint")
         verify(checkpoint, source)
         check_catalog(checkpoint, self, source)
+        self.privacy = checkpoint.get("attnrec_privacy", self.privacy)
+        if self.privacy:
+            self.protocol["privacy"] = self.privacy
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, map_location: Any = None, **kwargs: Any) -> Recommender:  # type: ignore[override]
@@ -286,6 +292,8 @@ class Recommender(L.LightningModule):
                 datamodule.num_negatives = 1
             self.evaluator = self._evaluator(datamodule)
             self.protocol = dict(datamodule.protocol) | {"model": type(self).__name__, "loss": type(self.loss).__name__}
+            if self.privacy:
+                self.protocol["privacy"] = self.privacy
 
     def _evaluator(self, datamodule: RecDataModule | None) -> RankingEvaluator:
         return RankingEvaluator(
@@ -427,15 +435,30 @@ def factory_class(factory: Any) -> type | None:
 
 def to_spec(value: Any) -> Any:
     """A factory (class or ``functools.partial`` of one, as jsonargparse builds them) as a
-    ``{"class_path", "init_args"}`` spec; other values unchanged."""
+    ``{"class_path", "init_args"}`` spec; other values unchanged. A class's factory-valued
+    defaults are spelled out: given a bare class path, jsonargparse does not rebuild them as
+    the signature says (``PoolingUserEncoder``'s ``AdditiveAttention`` came back as another
+    attention, whose weights the checkpoint does not hold)."""
     if isinstance(value, type):
-        return {"class_path": f"{value.__module__}.{value.__qualname__}"}
+        spec: dict[str, Any] = {"class_path": f"{value.__module__}.{value.__qualname__}"}
+        try:
+            parameters = inspect.signature(value).parameters.values()
+        except (TypeError, ValueError):  # classes without an inspectable signature
+            parameters = []  # type: ignore[assignment]
+        factories = {
+            p.name: to_spec(p.default)
+            for p in parameters
+            if p.default is not inspect.Parameter.empty and isinstance(p.default, (type, functools.partial))
+        }
+        if factories:
+            spec["init_args"] = factories
+        return spec
     if isinstance(value, functools.partial):
         target = factory_class(value)
         if target is not None:
             spec = to_spec(target)
             if value.keywords:
-                spec["init_args"] = {k: to_spec(v) for k, v in value.keywords.items()}
+                spec["init_args"] = spec.get("init_args", {}) | {k: to_spec(v) for k, v in value.keywords.items()}
             return spec
     if isinstance(value, (list, tuple)):
         return type(value)(to_spec(v) for v in value)

@@ -405,6 +405,12 @@ class DifferentialPrivacy(Callback):
         if self.steps and isinstance(getattr(pl_module, "protocol", None), dict):
             pl_module.protocol["privacy"] = self.describe()
 
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        """The guarantee travels with the weights: evaluating the checkpoint later (``attnrec
+        test --ckpt_path``, without this callback) still prints it in the protocol line."""
+        if self.steps:
+            checkpoint["attnrec_privacy"] = self.describe()
+
     def state_dict(self) -> dict[str, Any]:
         history = self.accountant.history if self.accountant is not None else self.history
         return {"history": [[float(s), float(q), int(n)] for s, q, n in history]}
