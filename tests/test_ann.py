@@ -1,5 +1,6 @@
 """ANN retrieval: the flat index is exact (the model's own top-k, seen items excluded), HNSW and
-IVF find at least 95 % of the exact top-10 on clustered vectors, and an index survives a save."""
+IVF find at least 95 % of the exact top-10 on clustered vectors, and an index survives a save
+with its search width."""
 
 from __future__ import annotations
 
@@ -73,3 +74,16 @@ def test_an_index_over_a_model_returns_its_recommendations(tmp_path: Path) -> No
     index.save(tmp_path / "items.faiss")
     loaded = AnnIndex.load(tmp_path / "items.faiss")
     assert loaded.kind == "flat" and torch.equal(loaded.search(query, 10, exclude=history.tolist())[0], expected)
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_a_saved_approximate_index_answers_as_before(kind: str, items: np.ndarray, queries: np.ndarray, tmp_path: Path) -> None:
+    index = AnnIndex(items, kind=kind).set_search(ef_search=16, nprobe=4)
+    wide, _ = AnnIndex(items, kind="flat").search(queries, 10)
+    assert recall_at_k(index.search(queries, 10)[0], wide) < recall_at_k(index.set_search(256, 256).search(queries, 10)[0], wide)
+    index.set_search(ef_search=16, nprobe=4)
+    index.save(tmp_path / "items.faiss")
+    loaded = AnnIndex.load(tmp_path / "items.faiss")
+    assert (loaded.kind, loaded.num_items, loaded.dim) == (kind, len(items), items.shape[1])
+    for a, b in zip(index.search(queries, 10), loaded.search(queries, 10)):
+        assert torch.equal(a, b)

@@ -73,6 +73,15 @@ class AnnIndex:
             raise ValueError(f"AnnIndex: kind={kind!r}; choose 'hnsw', 'ivf' or 'flat'")
         self.index.add(data)
 
+    def set_search(self, ef_search: int | None = None, nprobe: int | None = None) -> AnnIndex:
+        """Widen or narrow the search of a built index (HNSW's beam ``ef_search``, IVF's
+        ``nprobe`` lists): recall against queries/s, without rebuilding."""
+        if ef_search is not None and self.kind == "hnsw":
+            self.index.hnsw.efSearch = ef_search
+        if nprobe is not None and self.kind == "ivf":
+            self.index.nprobe = min(nprobe, self.index.nlist)
+        return self
+
     @classmethod
     def from_model(cls, model: Any, **kwargs: Any) -> AnnIndex:
         """An index over a (two-tower) model's items; queries are :meth:`query` of its users."""

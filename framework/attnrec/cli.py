@@ -591,8 +591,16 @@ def serve_main(argv: Sequence[str]) -> int:
     parser.add_argument("--max_wait_ms", type=float, default=2.0, help="how long a batch waits for more requests")
     parser.add_argument("--max_k", type=int, default=1000, help="longest list a request may ask for")
     parser.add_argument("--ann", choices=("hnsw", "ivf"), help="retrieve with a faiss index instead of exact ranking")
+    parser.add_argument(
+        "--threads", type=int, default=1,
+        help="torch threads for the model (default 1: a serving batch is too small to gain from more, and the "
+        "HTTP loop needs a core; see docs/serving.md)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    import torch
     import uvicorn
+
+    torch.set_num_threads(args.threads)
 
     from .service import app_from_checkpoint
 
