@@ -19,8 +19,8 @@ queries/s (one thread, batches of 256 queries) at 100K and 1M synthetic items (d
 clusters with varied norms) and for Toys' SASRec item vectors with its users' query vectors.
 Part ``compress``: the teacher (fp32), int8 dynamic quantisation of the user encoder, fp16 and
 int8 item tables, and a student (SASRec dim 32, one layer, also with an int8 item table)
-distilled from the teacher's scores for ``--student_minutes`` (``attnrec.compress.distill``, T = 2, alpha = 0.5, best validation
-epoch kept): size on disk of the model's weights, p50 latency of one user's top-10 (exact
+distilled from the teacher's scores for ``--student_minutes`` (``attnrec.compress.distill``,
+T = 2, alpha = 0.5, best validation epoch kept): size on disk of the model's weights, p50 latency of one user's top-10 (exact
 ranking, 200 requests, one at a time) and test HR@10/NDCG@10 under the S3-Rec protocol.
 
     OMP_NUM_THREADS=2 python benchmarks/serving.py --minutes 10
