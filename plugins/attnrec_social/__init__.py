@@ -1,6 +1,7 @@
-"""attnrec's social plugin: GraphRec-style attention over a listener's artists (item space) and
-friends (social space), fused, for music and social recommendation; Last.fm and generic
-interactions + social-network data; explanations by friend and by artist; a cold-user slice.
+"""attnrec's social plugin: LightGCN propagation plus attention over a listener's artists (item
+space) and friends (social space), fused linearly, for music and social recommendation; Last.fm
+and generic interactions + social-network data; explanations by friend and by artist; a
+cold-user slice.
 
 Everything registers through the hooks below; see ``docs/social.md``.
 """

@@ -1,5 +1,6 @@
-"""SocialRecommender: GraphRec-style social attention trained and evaluated by the core, with a
-cold-user slice in evaluation and explanations by friend and by artist."""
+"""SocialRecommender: LightGCN with attention over a listener's artists and friends, trained and
+evaluated by the core, with a cold-user slice in evaluation and explanations by friend and by
+artist."""
 
 from __future__ import annotations
 
@@ -29,9 +30,10 @@ class Friend(NamedTuple):
 
 
 class SocialRecommender(GraphRecommender):
-    """A listener's artists and friends, attended and fused (:class:`SocialAttentionEncoder`),
-    scored by a dot product, trained with a core loss (``BPRLoss`` by default; listen counts
-    weigh each positive through the data's ``target_weight``) plus LightGCN's L2 ``reg``.
+    """LightGCN propagation plus attention over a listener's artists and friends, fused linearly
+    (:class:`SocialAttentionEncoder`), scored by a dot product, trained with a core loss
+    (``BPRLoss`` by default; listen counts weigh each positive through the data's
+    ``target_weight``) plus LightGCN's L2 ``reg``.
 
     Evaluation adds a **cold-user slice**: the same metrics over users with at most
     ``cold_max_interactions`` training interactions and at least one friend, logged as

@@ -1,7 +1,8 @@
-"""The social attention model learns the bundled sample's planted taste communities (beats
-popularity overall and on the cold-user slice), its friend explanations name real friends
-with attention summing to one and shares that add up to the score exactly, checkpoints carry
-the social graph, and the YAML config trains through ``attnrec fit`` and serves ``recommend``."""
+"""The social attention model is LightGCN plus attended artists and friends, learns the bundled sample's planted taste
+communities (beats popularity overall and on the cold-user slice), its friend explanations name
+real friends with attention summing to one and shares that add up to the score exactly, its
+artist attention sums to one over each listener's artists, checkpoints carry the social graph,
+and the YAML config trains through ``attnrec fit`` and serves ``recommend``."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from attnrec.cli import main
 from attnrec.metrics import Recall
 from attnrec.model import Recommender
 from attnrec.testing import check_item_encoder, tiny_catalog
+from torch_geometric.utils import scatter
 
+from attnrec_graph.encoders import LightGCNEncoder
 from attnrec_social.data import SAMPLE, SocialSampleDataModule
 from attnrec_social.encoders import SocialAttentionEncoder
 from attnrec_social.model import SocialRecommender
@@ -107,6 +110,39 @@ def test_checkpoint_carries_the_social_graph(trained, tmp_path: Path) -> None:  
         assert torch.allclose(loaded.eval().scoring(batch).chunk(0, 50), expected, atol=1e-5)
     user = int(model.cold_users().nonzero()[0])
     assert [f.name for f in loaded.explain_friends(user)] == [f.name for f in model.explain_friends(user)]
+
+
+def test_untrained_encoder_is_lightgcn_plus_plain_means() -> None:
+    """Untrained attention is uniform, so a listener's vector is LightGCN's plus a quarter (one
+    layer's weight of four) of the mean of their artists, then a quarter of their friends' mean;
+    artists are LightGCN's. Only the attention is trained: the value maps stay the identity."""
+    catalog = SocialSampleDataModule().catalog
+    torch.manual_seed(0)
+    social = SocialAttentionEncoder(catalog, 16)
+    torch.manual_seed(0)
+    lightgcn = LightGCNEncoder(catalog, 16)
+    assert social.mix == 0.25 and not any(p.requires_grad for p in (social.listening.value.weight, social.social.value.weight))
+    with torch.no_grad():
+        ours, theirs = social.propagate(), lightgcn.propagate()
+    users = catalog.num_users + 1
+    listened = catalog.train_edges.unique(dim=1)
+    item_space = theirs.users + 0.25 * scatter(theirs.items[listened[1]], listened[0], dim=0, dim_size=users, reduce="mean")
+    friends = catalog.social_edges
+    expected = item_space + 0.25 * scatter(item_space[friends[0]], friends[1], dim=0, dim_size=users, reduce="mean")
+    expected[0] = 0.0
+    assert torch.allclose(ours.users, expected, atol=1e-5)
+    assert torch.allclose(ours.items, theirs.items, atol=1e-6)
+
+
+def test_artist_attention_sums_to_one_over_each_listeners_artists(trained) -> None:  # noqa: ANN001
+    model, data, _, _ = trained
+    edge_index, weights = model.edge_attention()
+    layout = model.social.layout
+    assert bool((edge_index[1] < layout.item_offset).all()) and bool((edge_index[0] >= layout.item_offset).all())
+    assert edge_index.shape[1] == data.catalog.train_edges.unique(dim=1).shape[1]  # one per listened artist
+    totals = scatter(weights[0], edge_index[1], dim=0, dim_size=layout.item_offset, reduce="sum")
+    listeners = edge_index[1].unique()
+    assert torch.allclose(totals[listeners], torch.ones_like(totals[listeners]), atol=1e-5)
 
 
 def test_encoder_works_without_a_social_graph() -> None:
