@@ -7,21 +7,27 @@ Full ranking of every artist with the user's training artists masked; Recall@20 
 test user, reported as the mean with its standard error (sample standard deviation over users
 / sqrt(users)), overall and on the **cold-user slice**: test users with at most 5 training
 artists and at least one friend. For social - LightGCN the paired difference over the same
-users and its standard error are given as well. Every trained model gets the same budget:
-embedding 64, BPR with one uniform negative per positive, L2 1e-4 on the batch's layer-0
-embeddings, Adam lr 0.005, 128 user windows (each user's whole training list) per step, a
-fixed number of epochs, seed 0, no validation or early stopping (the split has no validation
-part). LightGCN: 3 LGConv layers, unweighted positives (as published). Social model:
-GraphRec-style attention (one item-space and one social bilinear attention layer, 2 heads,
-linear fusion), positives weighted by log1p(listen count). ``nosocial`` is the social model
-with the friendship graph removed (an ablation). The real split has only 14 cold test users, too
-few to separate models beyond their standard errors, so ``--cold_share 0.1`` adds a simulated
-cold-start protocol: a seeded random 10 % of the users with more than 5 training artists keep 5
-of them (chosen at random; the others leave the data), test lists unchanged, the same reduced
-training graph for every model. Usage:
+users and its standard error are given as well. Every trained model gets the same budget and
+the same data module: embedding 64, BPR with one uniform negative per positive, positives
+weighted by log1p(listen count) (the data module's default, so LightGCN gets them too), L2
+1e-4 on the batch's layer-0 embeddings, Adam lr 0.005, 128 user windows (each user's whole
+training list) per step, a fixed number of epochs, seed 0, no validation or early stopping (the
+split has no validation part). LightGCN: 3 LGConv layers, mean of layers 0..3. Social model:
+``SocialAttentionEncoder`` (the same LightGCN, plus bilinear attention over a listener's
+artists and over their friends, 2 heads, fused linearly from zero). ``nosocial`` is the social
+model with the friendship graph removed (an ablation: LightGCN plus the artist attention). The
+real split has only 14 cold test users, too few to separate models beyond their standard
+errors, so ``--cold_share 0.1`` adds a simulated cold-start protocol: a seeded random 10 % of
+the users with more than 5 training artists keep 5 of them (chosen at random; the others leave
+the data), test lists unchanged, the same reduced training graph for every model.
+
+``--cache DIR`` keeps every evaluated model's per-user figures in DIR (one file per model and
+protocol: epochs, lr, batch size, cold share); when ``lightgcn`` is not among ``--models`` the
+paired differences use the cached LightGCN of the same protocol, so a change to the social model
+does not need LightGCN retrained. Usage:
 
     OMP_NUM_THREADS=1 nice python benchmarks/social_lastfm.py [LASTFM_FOLDER] [--epochs 150]
-        [--models popularity,lightgcn,social,nosocial] [--cold_share 0.1]
+        [--models popularity,lightgcn,social,nosocial] [--cold_share 0.1] [--cache DIR]
 
 (default folder ../shared/data/lastfm_social). Prints one JSON line per model.
 """
@@ -71,7 +77,15 @@ def main() -> None:
         "--cold_share", type=float, default=0.0,
         help="simulate cold users: this share of users keep 5 random training artists (see SocialDataModule)",
     )
+    parser.add_argument("--cache", help="folder for per-user figures; supplies LightGCN when it is not in --models")
     args = parser.parse_args()
+    cache = Path(args.cache) if args.cache else None
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+
+    def cached(name: str) -> Path:
+        assert cache is not None
+        return cache / f"{name}-e{args.epochs}-lr{args.lr:g}-b{args.batch_size}-cold{args.cold_share:g}.pt"
 
     import lightning as L
     import torch
@@ -92,6 +106,10 @@ def main() -> None:
     friends = torch.bincount(catalog.social_edges[1], minlength=catalog.num_users + 1)
     cold_users = (counts <= 5) & (friends > 0)
     results = {}
+    if cache is not None and "lightgcn" not in args.models.split(",") and cached("lightgcn").exists():
+        saved = torch.load(cached("lightgcn"))
+        results["lightgcn"] = (saved["recall"], saved["ndcg"], saved["users"])
+        print(f"# paired differences against the cached LightGCN {cached('lightgcn')}", flush=True)
     for name in args.models.split(","):
         L.seed_everything(0)
         common = dict(dim=64, lr=args.lr, reg=1e-4, metrics=("Recall", "NDCG"), ks=(20,))
@@ -115,8 +133,10 @@ def main() -> None:
             trainer.fit(model, datamodule=data)
             seconds, epochs = time.perf_counter() - start, trainer.current_epoch
         recall, ndcg, users = per_user(model, data)
+        if cache is not None:
+            torch.save({"recall": recall, "ndcg": ndcg, "users": users}, cached(name))
         cold = cold_users[users]
-        results[name] = (recall, ndcg, cold)
+        results[name] = (recall, ndcg, users)
         row = {
             "model": name, "epochs": epochs, "sec_per_epoch": seconds / max(epochs, 1),
             "Recall@20": summary(recall), "NDCG@20": summary(ndcg), "test_users": int(users.numel()),
@@ -124,7 +144,8 @@ def main() -> None:
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         }  # fmt: skip
         if name in ("social", "nosocial") and "lightgcn" in results:
-            base_recall, base_ndcg, _ = results["lightgcn"]
+            base_recall, base_ndcg, base_users = results["lightgcn"]
+            assert torch.equal(base_users, users), "LightGCN's figures are for other test lists"
             row["minus_lightgcn"] = {
                 "Recall@20": summary(recall - base_recall), "NDCG@20": summary(ndcg - base_ndcg),
                 "cold/Recall@20": summary((recall - base_recall)[cold]), "cold/NDCG@20": summary((ndcg - base_ndcg)[cold]),
