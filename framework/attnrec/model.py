@@ -155,7 +155,7 @@ class Recommender(L.LightningModule):
         verify(checkpoint, source)
         check_catalog(checkpoint, self, source)
         self.privacy = checkpoint.get("attnrec_privacy", self.privacy)
-        if self.privacy:
+        if self.privacy:  # trainer.test(ckpt_path=...) restores after setup() built the protocol
             self.protocol["privacy"] = self.privacy
 
     @classmethod
