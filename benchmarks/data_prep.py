@@ -3,7 +3,8 @@
 Writes a synthetic CSV of ``--rows`` interactions (Zipf-distributed users and items with string
 ids such as ``"A1B2C3"``, integer timestamps), then times, in one process and one run:
 
-* reading it: attnrec's ``read_table`` (pandas with its checks) and pyarrow's bare CSV reader;
+* reading it: attnrec's ``read_table`` (pyarrow's CSV reader, then the id policy and checks with
+  ``pyarrow.compute`` on each id column's distinct values) and pyarrow's bare CSV reader;
 * id maps: ``IdMap`` (hashing) and the sort-based map it replaced (``np.unique`` + binary search);
 * ``k_core(5)``: the integer-code version and the one that re-sorted the raw strings every round;
 * the whole ``InteractionDataModule(path, k_core=5).setup()`` (read, duplicates, k-core, ids, split).

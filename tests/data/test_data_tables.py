@@ -194,3 +194,10 @@ def test_missing_file_and_unknown_variant(tmp_path: Path) -> None:
         MovieLensDataModule(variant="20m")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"no Amazon ratings file is published for version '2023'; available: .*2018"):
         AmazonReviewsDataModule(category="All_Beauty", version="2023", kind="ratings")
+
+
+def test_dates_are_read_as_unix_seconds(tmp_path: Path) -> None:
+    from attnrec.data import read_table
+
+    path = write(tmp_path / "dates.csv", "user,item,timestamp\n1,2,2020-01-02\n1,3,2020-01-01T00:00:01Z\n")
+    assert read_table(str(path))["timestamp"] == [1577923200.0, 1577836801.0]

@@ -1,10 +1,15 @@
-"""Reading interaction tables into HF ``datasets`` with errors that name file, row, column and fix.
+"""Reading interaction tables into Arrow columns with errors that name file, row, column and fix.
 
 The id policy: whitespace around an id is not part of it. A column whose ids are all integers
 (``1``, ``1.0``, ``+1``) is read in plain decimal form, so ``1``, `` 1`` and ``1.0`` are one
 user, with a warning that counts the ids written more than one way. In a column that also holds
 other ids, two spellings of one integer are refused naming both, since nothing tells whether
 they mean one id or two. Zero-padded ids (``007``) are codes and kept as written.
+
+Files are read by pyarrow (CSV/TSV with every column as text, Parquet, JSON Lines) and checked
+with ``pyarrow.compute`` and on the distinct values of each id column: ids repeat, so the id
+policy and its checks cost per distinct id, not per row. pandas reads only what pyarrow cannot
+(see :func:`_reader`).
 """
 
 from __future__ import annotations
@@ -23,6 +28,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+from datasets.fingerprint import generate_random_fingerprint
+from datasets.table import InMemoryTable
 
 REQUIRED = ("user", "item")
 
@@ -37,6 +47,9 @@ SEPARATORS = (",", "\t", ";", "|")
 INTEGER_ID = re.compile(r"([+-]?)(0|[1-9][0-9]*)(?:\.0*)?")
 """An id that is an integer in plain decimal form, possibly written as a float (``1.0``).
 Zero-padded ids (``007``) are codes, not integers: they are kept as written."""
+
+HEADER_BYTES = 1 << 20
+"""How much of a delimited text is read to find its header line's column names."""
 
 
 @dataclass(frozen=True)
@@ -55,36 +68,154 @@ class _Rows:
         return f"{self.label}, {self.unit} {index + self.first}"
 
 
-def _reader(path: Path, sep: str | None, header: bool, names: Sequence[str] | None) -> tuple[pd.DataFrame, _Rows]:
+@dataclass(frozen=True)
+class Distinct:
+    """A column as codes into its distinct values, in order of first appearance (a missing
+    value has code -1): checks, the id policy and the id maps work on the distinct values and
+    reach the rows through the codes."""
+
+    codes: np.ndarray
+    values: pa.Array
+
+    @classmethod
+    def of(cls, column: pa.Array | pa.ChunkedArray) -> Distinct:
+        column = _decoded(pa.chunked_array([column]) if isinstance(column, pa.Array) else column)
+        try:  # one array: encoding chunk by chunk and unifying the dictionaries costs three times more
+            array = column.combine_chunks()
+        except pa.ArrowInvalid:  # over 2 GiB of text in one array needs 64-bit offsets
+            array = column.cast(pa.large_string()).combine_chunks()
+        encoded = pc.dictionary_encode(array)
+        indices = encoded.indices if not encoded.indices.null_count else pc.fill_null(encoded.indices, -1)
+        return cls(indices.to_numpy(), encoded.dictionary)
+
+    def first(self, marked: np.ndarray, missing: bool = False) -> int | None:
+        """The first row whose distinct value ``marked`` flags (a missing value counts if
+        ``missing``), or None."""
+        rows = np.append(np.asarray(marked, dtype=bool), missing)[self.codes]
+        return int(np.argmax(rows)) if rows.any() else None
+
+    def to_rows(self, per_value: np.ndarray | pa.Array) -> pa.Array:
+        """One entry of ``per_value`` (an array over the distinct values) per row."""
+        return pc.take(per_value if isinstance(per_value, pa.Array) else pa.array(per_value), pa.array(self.codes))
+
+
+def _decoded(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A dictionary-typed column (a pandas categorical, a Parquet dictionary) as its values."""
+    return column.cast(column.type.value_type) if pa.types.is_dictionary(column.type) else column
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
+
+
+def _reader(path: Path, sep: str | None, header: bool, names: Sequence[str] | None) -> tuple[pa.Table, _Rows]:
+    """The file as an Arrow table and how its rows are named. pyarrow reads Parquet, JSON Lines
+    and delimited text; pandas reads a JSON array (pyarrow reads JSON Lines only), JSON Lines
+    pyarrow refuses (a field that changes type, such as ``123`` beside ``"A12"``; an empty
+    file) and the delimited texts :func:`_arrow_csv` leaves to it."""
     suffixes = "".join(path.suffixes[-2:]).lower()
     try:
         if suffixes.endswith((".parquet", ".pq")):
-            return pd.read_parquet(path), _Rows(str(path))
+            return pq.read_table(path), _Rows(str(path))
         if suffixes.endswith((".json", ".jsonl", ".json.gz", ".jsonl.gz")):
             lines = not suffixes.endswith(".json") or _looks_like_lines(path)
-            return pd.read_json(path, lines=lines, dtype=False), _Rows(str(path))
+            if lines:
+                try:
+                    return pajson.read_json(path), _Rows(str(path))
+                except pa.ArrowInvalid:
+                    pass  # pandas reads the file or says what is wrong with it
+            return _from_pandas(pd.read_json(path, lines=lines, dtype=False)), _Rows(str(path))
         if sep is None:
             sep = "\t" if suffixes.endswith((".tsv", ".tsv.gz", ".inter", ".data")) else ","
-        frame = pd.read_csv(
-            path,
-            sep=sep,
-            header=0 if header else None,
-            names=list(names) if names is not None else None,
-            dtype=str,
-            keep_default_na=False,
-            skip_blank_lines=False,  # a skipped blank line would shift every later line number
-            engine="python" if len(sep) > 1 else "c",
-        )
+        table = _arrow_csv(path, sep, header, names)
+        if table is None:
+            frame = pd.read_csv(
+                path,
+                sep=sep,
+                header=0 if header else None,
+                names=list(names) if names is not None else None,
+                dtype=str,
+                keep_default_na=False,
+                skip_blank_lines=False,  # a skipped blank line would shift every later line number
+                engine="python" if len(sep) > 1 else "c",
+            )
+            table = _from_pandas(frame)
     except pd.errors.EmptyDataError:
         raise DataFormatError(
             f"{path}: the file is empty; expected a header line and one interaction per line"
         ) from None
     except (pd.errors.ParserError, ValueError) as exc:
         raise DataFormatError(f"{path}: cannot be parsed ({exc}); check the separator (sep=...) and quoting") from exc
-    blank = len(frame)
-    while blank and not "".join(map(str, frame.iloc[blank - 1])).strip():
-        blank -= 1  # blank lines at the end are no data
-    return frame.iloc[:blank], _Rows(str(path), 2 if header else 1, "line", sep)
+    end = table.num_rows
+    while end and not "".join(_fields(table, end - 1)).strip():
+        end -= 1  # blank lines at the end are no data
+    return table.slice(0, end), _Rows(str(path), 2 if header else 1, "line", sep)
+
+
+def _arrow_csv(path: Path, sep: str, header: bool, names: Sequence[str] | None) -> pa.Table | None:
+    """A delimited text read by pyarrow as pandas reads it with ``dtype=str`` (every field as
+    text, a blank line as a row of empty fields so that line numbers stay exact), or None for
+    pandas to read: a multi-character separator (pyarrow takes one character), no header and no
+    names (pandas numbers the columns), a header whose names pandas would change (empty or
+    repeated ones), and whatever pyarrow refuses (an empty file, a line with another number of
+    fields, such as one written with another separator, which pandas reads so that the error
+    can name it; bad UTF-8; a line break inside quotes)."""
+    if len(sep) != 1 or not (header or names):
+        return None
+    names = list(names) if names is not None else _header_names(path, sep)
+    if not names or "" in names or len(set(names)) < len(names):
+        return None
+    try:
+        return pacsv.read_csv(
+            path,
+            read_options=pacsv.ReadOptions(column_names=names, skip_rows=1 if header else 0),
+            parse_options=pacsv.ParseOptions(delimiter=sep, ignore_empty_lines=False),
+            convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string())),
+        )
+    except pa.ArrowInvalid:
+        return None
+
+
+def _header_names(path: Path, sep: str) -> list[str] | None:
+    """The column names on a delimited text's first line; None if the file is empty, not UTF-8
+    or has no line break in its first ``HEADER_BYTES``."""
+    with pa.input_stream(str(path)) as stream:  # decompresses by extension, as pyarrow.csv does
+        head = stream.read(HEADER_BYTES)
+    line, newline, _ = head.partition(b"\n")
+    if not line.strip() or (not newline and len(head) == HEADER_BYTES):
+        return None
+    try:
+        text = line.rstrip(b"\r").decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return None
+    return next(csv.reader([text], delimiter=sep), None)
+
+
+def _from_pandas(frame: pd.DataFrame) -> pa.Table:
+    """``frame`` as an Arrow table with text column names; a column of mixed types, such as
+    JSON's ``123`` beside ``"A12"``, as text, its missing values kept missing."""
+    arrays = []
+    for position in range(frame.shape[1]):
+        values = frame.iloc[:, position]
+        try:
+            arrays.append(pa.array(values, from_pandas=True))
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            arrays.append(pa.array(values.astype(str).to_numpy(dtype=object), mask=values.isna().to_numpy()))
+    return pa.table(arrays, names=[str(name) for name in frame.columns])
+
+
+def _fields(table: pa.Table, index: int) -> list[str]:
+    """Row ``index`` of ``table``, each field as text."""
+    return [str(column[index].as_py()) for column in table.columns]
+
+
+def to_arrow(source: datasets.Dataset | pd.DataFrame | pa.Table) -> pa.Table:
+    """An in-memory table as an Arrow table (a Dataset's rows in its current order)."""
+    if isinstance(source, pa.Table):
+        return source
+    if isinstance(source, pd.DataFrame):
+        return _from_pandas(source)
+    return source.with_format("arrow")[:]
 
 
 def parse_delimited(
@@ -152,7 +283,7 @@ def _looks_like_lines(path: Path) -> bool:
 
 
 def read_table(
-    source: str | os.PathLike | datasets.Dataset | pd.DataFrame,
+    source: str | os.PathLike | datasets.Dataset | pd.DataFrame | pa.Table,
     columns: Mapping[str, str] | None = None,
     *,
     sep: str | None = None,
@@ -169,71 +300,78 @@ def read_table(
     ``columns`` maps canonical names (``user``, ``item``, ``timestamp``, ``rating`` ...) to the
     source's names; unmapped canonical names are looked up as they are. Ids follow the module's
     policy (whitespace trimmed, integer columns in plain form) unless ``integer_ids`` demands
-    integers; ``timestamp`` must be a finite number or a date. Every problem raises
-    :class:`DataFormatError` naming the file, the place and the column: the line of a CSV/TSV
-    file (the header is line 1), the 1-based row of a Parquet or JSON (Lines) file. For an
-    in-memory ``source`` parsed from a file, ``label`` names that file and ``first_line`` is the
-    number of its first row. Other columns are dropped unless ``extra`` (item tables keep their
-    side information).
+    integers; ``timestamp`` must be a finite number or a date (read as Unix seconds). Every
+    problem raises :class:`DataFormatError` naming the file, the place and the column: the line
+    of a CSV/TSV file (the header is line 1), the 1-based row of a Parquet or JSON (Lines) file.
+    For an in-memory ``source`` parsed from a file, ``label`` names that file and ``first_line``
+    is the number of its first row. Other columns are dropped unless ``extra`` (item tables keep
+    their side information).
     """
     columns = dict(columns or {})
-    if isinstance(source, datasets.Dataset):
-        frame, rows = source.to_pandas(), _Rows(label or "<Dataset>", first_line)
-    elif isinstance(source, pd.DataFrame):
-        frame, rows = source.copy(), _Rows(label or "<DataFrame>", first_line)
+    if isinstance(source, (datasets.Dataset, pd.DataFrame, pa.Table)):
+        kind = "Dataset" if isinstance(source, datasets.Dataset) else type(source).__name__
+        raw, rows = to_arrow(source), _Rows(label or f"<{kind}>", first_line)
     else:
         path = Path(source)
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such file; pass the path of an interactions file")
-        frame, rows = _reader(path, sep, header, names)
-    if len(frame) == 0:
+        raw, rows = _reader(path, sep, header, names)
+    if raw.num_rows == 0:
         raise DataFormatError(f"{rows.label}: no interactions (only a header, or empty); add at least one row")
-    raw = frame
     rename = {}
     for canonical in dict.fromkeys([*required, *columns]):
-        source_name = columns.get(canonical, canonical)
-        if source_name not in frame.columns:
+        source_name = str(columns.get(canonical, canonical))
+        if source_name not in raw.column_names:
             if canonical in required or canonical in columns:
-                found = ", ".join(map(str, frame.columns))
+                found = ", ".join(raw.column_names)
                 raise DataFormatError(
                     f"{rows.label}: missing column {source_name!r} (the {canonical!r} field); columns found: {found}. "
-                    f"Pass columns={{'{canonical}': '<your column>'}} to map it.{_header_separator(frame, rows)}"
+                    f"Pass columns={{'{canonical}': '<your column>'}} to map it.{_header_separator(raw, rows)}"
                 )
             continue
         rename[source_name] = canonical
-    if "timestamp" not in rename.values() and "timestamp" in frame.columns:
+    if "timestamp" not in rename.values() and "timestamp" in raw.column_names:
         rename["timestamp"] = "timestamp"
-    keep = [c for c in frame.columns if c in rename or (extra and c not in rename.values())]
-    frame = frame[keep].rename(columns=rename)
-    _check_repeated_header(frame, rename, rows)
-    for canonical in [c for c in ("user", "item") if c in frame.columns]:
-        values = frame[canonical]
-        missing = values.isna() | (values.astype(str).str.strip() == "")
-        if bool(missing.any()):
-            index = int(np.flatnonzero(missing.to_numpy())[0])
+    keep = [c for c in raw.column_names if c in rename or (extra and c not in rename.values())]
+    table = raw.select(keep).rename_columns([rename.get(c, c) for c in keep])
+    ids = {c: Distinct.of(table.column(c)) for c in ("user", "item") if c in table.column_names}
+    _check_repeated_header(ids, rename, rows)
+    for canonical, distinct in ids.items():
+        missing = pc.is_null(distinct.values, nan_is_null=True)
+        if _is_text(distinct.values.type):
+            missing = pc.or_(missing, pc.equal(pc.utf8_trim_whitespace(distinct.values), ""))
+        index = distinct.first(missing.to_numpy(zero_copy_only=False), missing=True)
+        if index is not None:
             raise DataFormatError(
                 _whole_row(raw, index, rows)
                 or f"{rows(index)}, column {canonical!r}: empty id; every interaction needs a user and an item "
                 "(drop incomplete rows first)"
             )
-    for canonical in [c for c in ("user", "item") if c in frame.columns]:
+    for canonical, distinct in ids.items():
+        column = _decoded(table.column(canonical))
         if integer_ids:
-            frame[canonical] = _as_integers(frame[canonical], rows, canonical, raw)
+            column = _as_integers(column, distinct, rows, canonical, raw)
         else:
-            frame[canonical] = _normalise_ids(frame[canonical], rows, canonical)
-    if "timestamp" in frame.columns:
-        frame["timestamp"] = _as_time(frame["timestamp"], rows, raw)
-    if "rating" in frame.columns:
-        frame["rating"] = _as_number(frame["rating"], rows, "rating", raw)
-    return datasets.Dataset.from_pandas(frame.reset_index(drop=True), preserve_index=False)
+            column = _normalise_ids(column, distinct, rows, canonical)
+        table = _replace(table, canonical, column)
+    if "timestamp" in table.column_names:
+        table = _replace(table, "timestamp", pa.array(_as_time(_decoded(table.column("timestamp")), rows, raw)))
+    if "rating" in table.column_names:
+        table = _replace(table, "rating", pa.array(_as_number(_decoded(table.column("rating")), rows, "rating", raw)))
+    # a random fingerprint: hashing the rows for one costs more than reading them
+    return datasets.Dataset(InMemoryTable(table), fingerprint=generate_random_fingerprint())
 
 
-def _whole_row(raw: pd.DataFrame, index: int, rows: _Rows) -> str | None:
+def _replace(table: pa.Table, name: str, column: pa.Array | pa.ChunkedArray) -> pa.Table:
+    return table.set_column(table.column_names.index(name), name, column)
+
+
+def _whole_row(raw: pa.Table, index: int, rows: _Rows) -> str | None:
     """When a field of a delimited text is wrong, what may be wrong with its whole line: blank,
     or written with another separator (pandas then reads it as one field and empty ones)."""
     if rows.sep is None:
         return None
-    fields = [str(value) for value in raw.iloc[index]]
+    fields = _fields(raw, index)
     filled = [i for i, field in enumerate(fields) if field.strip()]
     if not filled:
         return f"{rows(index)}: blank line inside the data; delete it"
@@ -247,22 +385,28 @@ def _whole_row(raw: pd.DataFrame, index: int, rows: _Rows) -> str | None:
     return None
 
 
-def _header_separator(frame: pd.DataFrame, rows: _Rows) -> str:
+def _header_separator(raw: pa.Table, rows: _Rows) -> str:
     """A hint when a delimited text's header was read as one column: it uses another separator."""
-    if rows.sep is None or len(frame.columns) != 1:
+    if rows.sep is None or raw.num_columns != 1:
         return ""
-    others = [s for s in SEPARATORS if s != rows.sep and s in str(frame.columns[0])]
+    others = [s for s in SEPARATORS if s != rows.sep and s in raw.column_names[0]]
     return f" The header seems separated by {others[0]!r}: pass sep={others[0]!r}." if others else ""
 
 
-def _check_repeated_header(frame: pd.DataFrame, rename: dict[str, str], rows: _Rows) -> None:
+def _check_repeated_header(ids: dict[str, Distinct], rename: dict[str, str], rows: _Rows) -> None:
     inverse = {v: k for k, v in rename.items()}
-    keys = [c for c in ("user", "item") if c in inverse]
-    same = np.ones(len(frame), dtype=bool)
+    keys = [c for c in ids if c in inverse]
+    if not keys:
+        return
+    same = np.ones(len(ids[keys[0]].codes), dtype=bool)
     for canonical in keys:
-        same &= frame[canonical].astype(str).to_numpy() == str(inverse[canonical])
-    if keys and same.any():
-        index = int(np.flatnonzero(same)[0])
+        values = ids[canonical].values
+        if not _is_text(values.type):
+            return  # numbers cannot repeat a header's names
+        named = pc.fill_null(pc.equal(values, inverse[canonical]), False).to_numpy(zero_copy_only=False)
+        same &= np.append(named, False)[ids[canonical].codes]
+    if same.any():
+        index = int(np.argmax(same))
         raise DataFormatError(
             f"{rows(index)}: repeats the header line (were files concatenated with their headers?); delete the "
             "repeated header rows"
@@ -283,113 +427,143 @@ def plain_id(value: Any) -> Any:
     return ("-" if sign == "-" and digits != "0" else "") + digits
 
 
-def _normalise_ids(values: pd.Series, rows: _Rows, column: str) -> pd.Series:
+def _normalise_ids(column: pa.ChunkedArray, distinct: Distinct, rows: _Rows, name: str) -> pa.Array | pa.ChunkedArray:
     """The module's id policy, applied to the distinct values (ids repeat, so this is cheap)."""
-    if pd.api.types.is_integer_dtype(values):
-        return values
-    if pd.api.types.is_float_dtype(values) and bool((np.isfinite(values) & (values == np.floor(values))).all()):
-        return values.astype(np.int64)  # integers in a float column (as pandas writes a column with gaps)
-    codes, uniques = pd.factorize(values.astype(str))  # JSON may mix 123 and "A12": one type, or ids cannot be sorted
-    spelled = pd.Series(np.asarray(uniques, dtype=object))
-    text = spelled.str.strip()
-    plain = text.map(plain_id)
-    integer = text.str.fullmatch(INTEGER_ID.pattern)
-    if bool(integer.all()):
+    if pa.types.is_integer(column.type):
+        return column
+    if pa.types.is_floating(column.type):
+        numbers = distinct.values.to_numpy(zero_copy_only=False)
+        if bool((np.isfinite(numbers) & (numbers == np.floor(numbers))).all()):
+            return pc.cast(column, pa.int64())  # integers in a float column (as pandas writes a column with gaps)
+    # one type (JSON may mix 123 and "A12"), or ids cannot be sorted
+    spelled = distinct.values if _is_text(distinct.values.type) else pc.cast(distinct.values, pa.string())
+    text = pc.utf8_trim_whitespace(spelled)
+    integer = pc.match_substring_regex(text, f"^{INTEGER_ID.pattern}$")
+    plain = pc.replace_substring_regex(pc.replace_substring_regex(text, r"^\+|\.0*$", ""), "^-0$", "0")
+    if pc.all(integer).as_py():
         read = plain
     else:
         read = text
-        numeric = pd.DataFrame({"plain": plain[integer], "text": text[integer]}).drop_duplicates("text")
+        numeric = pd.DataFrame(
+            {"plain": plain.filter(integer).to_pylist(), "text": text.filter(integer).to_pylist()},
+            index=np.flatnonzero(integer.to_numpy(zero_copy_only=False)),
+        )
+        numeric = numeric.drop_duplicates("text")
         twice = numeric[numeric["plain"].duplicated(keep=False)]
         if len(twice):
             a, b = twice.index[twice["plain"] == twice["plain"].iloc[0]][:2]
-            line_a, line_b = (int(np.flatnonzero(codes == i)[0]) for i in (a, b))
+            line_a, line_b = (int(np.argmax(distinct.codes == i)) for i in (a, b))
             raise DataFormatError(
-                f"{rows(line_a)}, column {column!r}: {spelled[a]!r} and {spelled[b]!r} ({rows.unit} "
+                f"{rows(line_a)}, column {name!r}: {spelled[a].as_py()!r} and {spelled[b].as_py()!r} ({rows.unit} "
                 f"{line_b + rows.first}) are one integer written two ways among ids that are not all integers, so "
-                f"they may name one {column} or two; write each id one way throughout the file"
+                f"they may name one {name} or two; write each id one way throughout the file"
             )
-    same = read[read.duplicated(keep=False)]
+    if read.equals(spelled):
+        return column if _is_text(column.type) else distinct.to_rows(read)  # no id respelled, none merged
+    ids = pd.Series(read.to_numpy(zero_copy_only=False), dtype=object)
+    same = ids[ids.duplicated(keep=False)]
     if len(same):
         a, b = same.index[same == same.iloc[0]][:2]
         warnings.warn(
-            f"{rows.label}, column {column!r}: {column} ids written in more than one way: {same.nunique()} (e.g. "
-            f"{spelled[a]!r} and {spelled[b]!r}); each is read as one id (whitespace trimmed, integers in plain form)",
+            f"{rows.label}, column {name!r}: {name} ids written in more than one way: {same.nunique()} (e.g. "
+            f"{spelled[a].as_py()!r} and {spelled[b].as_py()!r}); each is read as one id (whitespace trimmed, "
+            "integers in plain form)",
             stacklevel=2,
         )
-    return pd.Series(read.to_numpy()[codes], index=values.index, dtype=object)
+    return distinct.to_rows(read)
 
 
-def _shown(value: Any) -> str:
-    """A value as the file holds it (``inf``, not numpy's ``np.float64(inf)``)."""
-    return repr(value.item() if isinstance(value, np.generic) else value)
+def _shown(column: pa.ChunkedArray, index: int) -> str:
+    """Row ``index``'s value as the file holds it (``inf``, ``'soon'``)."""
+    return repr(column[index].as_py())
 
 
-def _to_numeric(values: pd.Series, exact_integers: bool = False) -> pd.Series:
-    """``pd.to_numeric(values, errors="coerce")``, through Arrow's cast when every value parses:
-    40x faster on a column of 500,000 number strings (0.03 s against 1.4 s). A column with
-    anything Arrow refuses (blanks, spaces, words, ``1.0`` for an integer) takes pandas' path,
-    whose NaNs the callers turn into errors naming the row."""
+def _to_numeric(column: pa.Array | pa.ChunkedArray, exact_integers: bool = False) -> np.ndarray:
+    """The column's numbers, NaN where a value is none, through Arrow's cast when every value
+    parses (40x faster than ``pd.to_numeric`` on a column of number strings). A column with
+    anything Arrow refuses (blanks, spaces, words, ``1.0`` for an integer) takes
+    ``pd.to_numeric`` on its distinct values; the callers turn NaNs into errors naming the row."""
     try:
-        cast = pc.cast(pa.array(values, from_pandas=True), pa.int64() if exact_integers else pa.float64())
+        cast = pc.cast(column, pa.int64() if exact_integers else pa.float64())
+        if not cast.null_count:
+            return cast.to_numpy()
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-        return pd.to_numeric(values, errors="coerce")
-    if cast.null_count:
-        return pd.to_numeric(values, errors="coerce")
-    return pd.Series(cast.to_numpy(zero_copy_only=False), index=values.index)
+        pass
+    distinct = Distinct.of(column)
+    numbers = pd.to_numeric(distinct.values.to_pandas(), errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    return np.append(numbers, np.nan)[distinct.codes]
 
 
-def _as_integers(values: pd.Series, rows: _Rows, column: str, raw: pd.DataFrame) -> pd.Series:
-    numbers = _to_numeric(values, exact_integers=True)
+def _as_integers(column: pa.ChunkedArray, distinct: Distinct, rows: _Rows, name: str, raw: pa.Table) -> pa.Array:
+    numbers = _to_numeric(distinct.values, exact_integers=True)
     bad = ~np.isfinite(numbers) | (numbers != np.floor(numbers))
-    if bool(bad.any()):
-        index = int(np.flatnonzero(bad.to_numpy())[0])
+    index = distinct.first(bad)
+    if index is not None:
         raise DataFormatError(
             _whole_row(raw, index, rows)
-            or f"{rows(index)}, column {column!r}: {_shown(values.iloc[index])} is not an integer id; this format "
+            or f"{rows(index)}, column {name!r}: {_shown(column, index)} is not an integer id; this format "
             "stores integer ids, so fix the row or read the file with the generic loader"
         )
-    return numbers.astype(np.int64)
+    return distinct.to_rows(numbers.astype(np.int64))
 
 
-def _as_number(values: pd.Series, rows: _Rows, column: str, raw: pd.DataFrame) -> pd.Series:
-    numbers = _to_numeric(values)
-    bad = ~np.isfinite(numbers.astype(np.float64))
+def _as_number(column: pa.ChunkedArray, rows: _Rows, name: str, raw: pa.Table) -> np.ndarray:
+    numbers = _to_numeric(column).astype(np.float64)
+    bad = ~np.isfinite(numbers)
     if bool(bad.any()):
-        index = int(np.flatnonzero(bad.to_numpy())[0])
-        what = "is not a number" if pd.isna(numbers.iloc[index]) else "is not a finite number"
+        index = int(np.argmax(bad))
+        what = "is not a number" if np.isnan(numbers[index]) else "is not a finite number"
         raise DataFormatError(
             _whole_row(raw, index, rows)
-            or f"{rows(index)}, column {column!r}: {_shown(values.iloc[index])} {what}; fix or drop the row"
+            or f"{rows(index)}, column {name!r}: {_shown(column, index)} {what}; fix or drop the row"
         )
-    return numbers.astype(np.float64)
+    return numbers
 
 
-def _as_time(values: pd.Series, rows: _Rows, raw: pd.DataFrame) -> pd.Series:
-    numbers = _to_numeric(values)
-    if not bool(numbers.isna().any()):
-        infinite = ~np.isfinite(numbers.astype(np.float64))
+def _as_time(column: pa.ChunkedArray, rows: _Rows, raw: pa.Table) -> np.ndarray:
+    """Times in Unix seconds: numbers as they are, dates (ISO 8601 text, date or time columns) converted."""
+    if pa.types.is_date(column.type):
+        column = pc.cast(column, pa.timestamp("s"))
+    if pa.types.is_timestamp(column.type):  # Parquet times; pyarrow reads ISO dates in JSON Lines as times
+        column = pc.cast(pc.cast(column, pa.timestamp("s", column.type.tz), safe=False), pa.int64())
+    numbers = _to_numeric(column).astype(np.float64)
+    if not np.isnan(numbers).any():
+        infinite = ~np.isfinite(numbers)
         if bool(infinite.any()):
-            index = int(np.flatnonzero(infinite.to_numpy())[0])
+            index = int(np.argmax(infinite))
             raise DataFormatError(
-                f"{rows(index)}, column 'timestamp': {_shown(values.iloc[index])} is not a finite time, so the row "
+                f"{rows(index)}, column 'timestamp': {_shown(column, index)} is not a finite time, so the row "
                 "cannot be ordered; give its time in Unix seconds or as an ISO 8601 date, or drop the row"
             )
-        return numbers.astype(np.float64)
-    with warnings.catch_warnings():  # "could not infer format": mixed formats are parsed one by one, as wanted
+        return numbers
+    distinct = Distinct.of(column)
+    values = distinct.values.to_pandas()
+    with warnings.catch_warnings():  # "could not infer format": the values that miss it are parsed one by one
         warnings.simplefilter("ignore", UserWarning)
-        dates = pd.to_datetime(values, errors="coerce", utc=True)
-    if not bool(dates.isna().any()):
-        return (dates.astype("int64") // 10**9).astype(np.float64)
-    bad = numbers.isna() & dates.isna()
-    index = int(np.flatnonzero(bad.to_numpy())[0]) if bad.any() else int(np.flatnonzero(numbers.isna().to_numpy())[0])
+        seconds = _seconds(pd.to_datetime(values, errors="coerce", utc=True))
+        retry = np.isnan(seconds) & values.notna().to_numpy()
+        if retry.any():  # pandas infers one format from the first date; others ("2020-01-01T10:00Z") need their own
+            seconds[retry] = _seconds(pd.to_datetime(values[retry], errors="coerce", utc=True, format="mixed"))
+    undated = np.append(np.isnan(seconds), True)[distinct.codes]
+    if not undated.any():
+        return seconds[distinct.codes]
+    bad = np.isnan(numbers) & undated
+    index = int(np.argmax(bad)) if bad.any() else int(np.argmax(np.isnan(numbers)))
     raise DataFormatError(
         _whole_row(raw, index, rows)
-        or f"{rows(index)}, column 'timestamp': {_shown(values.iloc[index])} is neither a number nor a date; use Unix "
+        or f"{rows(index)}, column 'timestamp': {_shown(column, index)} is neither a number nor a date; use Unix "
         "seconds or ISO 8601 dates throughout the column"
     )
 
 
-def as_columns(table: datasets.Dataset, names: Sequence[str]) -> dict[str, Any]:
-    """Columns of a Dataset as numpy arrays (the form the splitters work on)."""
-    frame = table.select_columns([n for n in names if n in table.column_names]).to_pandas()
-    return {name: frame[name].to_numpy() for name in frame.columns}
+def _seconds(dates: pd.Series) -> np.ndarray:
+    """Unix seconds of UTC dates, NaN where none, whatever pandas' time resolution (it is not
+    always nanoseconds)."""
+    seconds = (dates - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
+    return np.array(seconds.to_numpy(dtype=np.float64, na_value=np.nan))  # writable
+
+
+def as_columns(table: datasets.Dataset | pd.DataFrame | pa.Table, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """Columns of a table as numpy arrays (the form the splitters work on)."""
+    data = to_arrow(table)
+    return {name: data.column(name).to_numpy() for name in names if name in data.column_names}
