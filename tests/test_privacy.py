@@ -181,6 +181,27 @@ def test_vectorized_user_gradients_equal_the_loop_over_users(loss: str, data_arg
     assert any(bool(g.abs().sum() > 0) for g in per_user_gradients(recommender, batch, params))
 
 
+def test_vectorized_gradients_cut_each_chunk_to_its_longest_history_exactly() -> None:
+    """A Poisson batch is as wide as its longest history; each chunk of rows is cut to its own
+    longest (the left padding), which must change no gradient, and the short rows' chunks must
+    really run narrower."""
+    L.seed_everything(0, verbose=False)
+    datamodule = data(num_users=40, batching="fixed")  # every row padded to max_len
+    datamodule.setup("fit")
+    recommender = model(datamodule)
+    batch = next(iter(datamodule.train_dataloader()))
+    lengths = (batch["history"] != 0).sum(1)
+    assert batch["history"].shape[1] == MAX_LEN and int(lengths.min()) < MAX_LEN // 2
+    batch["target_weight"] = torch.rand(batch["target"].shape) * (batch["target"] != 0)
+    widths: list[int] = []
+    recommender.user_encoder.register_forward_pre_hook(lambda module, args: widths.append(args[0]["history"].shape[-1]))
+    params = list(recommender.parameters())
+    fast = vectorized_user_gradients(recommender, batch, params, chunk_size=5)
+    assert min(widths) <= int(lengths.sort().values[4]) < MAX_LEN  # the shortest chunk's width
+    for fast_grad, slow in zip(fast, per_user_gradients(recommender, batch, params)):
+        torch.testing.assert_close(fast_grad, slow, rtol=1e-4, atol=1e-6)
+
+
 class GatheringPooling(UserEncoder):
     """Mean pooling over the history's non-padding items gathered with ``nonzero``: a
     data-dependent shape that ``vmap`` cannot batch."""

@@ -126,16 +126,42 @@ class _RowLoss(nn.Module):
 def vectorized_user_gradients(
     model: Recommender, batch: dict[str, Tensor], params: list[nn.Parameter], chunk_size: int = 64
 ) -> list[Tensor]:
-    """:func:`per_user_gradients` in one ``torch.func.vmap(grad(...))`` pass over the rows:
-    the batch's examples (:meth:`~attnrec.model.Recommender.training_examples`, on the whole
-    batch) are laid out per row over every position. Raises whatever ``vmap`` cannot batch (a
-    data-dependent shape in a model's scoring, say); :class:`DifferentialPrivacy` then falls
-    back to the loop."""
-    from torch.func import functional_call, grad, vmap
-
+    """:func:`per_user_gradients` by ``torch.func.vmap(grad(...))`` over chunks of
+    ``chunk_size`` rows. Rows are chunked in order of history length and each chunk is cut to
+    its own longest history (the columns cut are left padding in every per-position tensor), so
+    a short-history user costs their real positions, not the width of the batch's longest
+    history: Poisson batches are wide, as one long history in a thousand users sets the width.
+    Exact because a model's scores do not depend on left padding (the length-aware batching
+    contract). Raises whatever ``vmap`` cannot batch (a data-dependent shape in a model's
+    scoring, say); :class:`DifferentialPrivacy` then falls back to the loop."""
     rows, width = batch["history"].shape
     if rows == 0:  # a Poisson draw of no user
         return per_user_gradients(model, batch, params)
+    per_row = {k: v for k, v in batch.items() if v.dim() and v.shape[0] == rows}
+    shared = {k: v for k, v in batch.items() if k not in per_row}
+    if shared:
+        raise ValueError(f"batch keys {sorted(shared)} are not per row; vectorised per-user gradients need every key per row")
+    aligned = [k for k, v in per_row.items() if v.dim() >= 2 and v.shape[1] == width]
+    filled = torch.zeros(rows, width, dtype=torch.bool, device=batch["history"].device)
+    for key in aligned:
+        filled |= (per_row[key] != 0).reshape(rows, width, -1).any(-1)
+    lengths = width - filled.int().argmax(dim=1).masked_fill(~filled.any(1), width)
+    grads = [p.new_zeros((rows, *p.shape)) for p in params]
+    for chunk in lengths.argsort(descending=True, stable=True).split(chunk_size):
+        cut = width - max(1, int(lengths[chunk].max()))
+        part = {k: v[chunk][:, cut:] if k in aligned else v[chunk] for k, v in per_row.items()}
+        for out, g in zip(grads, _vmap_user_gradients(model, part, params)):
+            out[chunk] = g
+    return grads
+
+
+def _vmap_user_gradients(model: Recommender, batch: dict[str, Tensor], params: list[nn.Parameter]) -> list[Tensor]:
+    """Per-row gradients in one ``vmap`` pass: the batch's examples
+    (:meth:`~attnrec.model.Recommender.training_examples`, on the whole batch) are laid out per
+    row over every position."""
+    from torch.func import functional_call, grad, vmap
+
+    rows, width = batch["history"].shape
     examples = model.training_examples(batch)
     weights = model.example_weights(batch, examples)
     positions = torch.arange(width, device=batch["history"].device).expand(rows, width)
@@ -147,10 +173,6 @@ def vectorized_user_gradients(
     if examples.negatives is not None:
         negatives = torch.ones(rows, width, examples.negatives.shape[1], dtype=torch.long, device=positions.device)
         negatives[examples.rows, examples.positions] = examples.negatives
-    per_row = {k: v for k, v in batch.items() if v.dim() and v.shape[0] == rows}
-    shared = {k: v for k, v in batch.items() if k not in per_row}
-    if shared:
-        raise ValueError(f"batch keys {sorted(shared)} are not per row; vectorised per-user gradients need every key per row")
     names = [name for name, p in model.named_parameters() if any(p is q for q in params)]
     frozen = {f"model.{name}": p.detach() for name, p in model.named_parameters()}
     wrapper = _RowLoss(model)
@@ -164,8 +186,8 @@ def vectorized_user_gradients(
     in_dims = (None, 0, 0, 0, None if negatives is None else 0, 0)
     with warnings.catch_warnings():  # torch's note that SDPA has no vmap rule on CPU and runs row by row
         warnings.filterwarnings("ignore", message="There is a performance drop because we have not yet implemented")
-        grads = vmap(grad(loss), in_dims=in_dims, randomness="different", chunk_size=chunk_size)(
-            tuple(v.detach() for v in values), per_row, positions, positive, negatives, weight
+        grads = vmap(grad(loss), in_dims=in_dims, randomness="different")(
+            tuple(v.detach() for v in values), batch, positions, positive, negatives, weight
         )
     found = {name: g for name, g in zip(names, grads)}
     return [found[name] for name in (next(n for n in names if by_name[n] is p) for p in params)]
