@@ -95,3 +95,17 @@ def test_k_core_on_string_ids_drops_until_every_user_and_item_has_k() -> None:
     # maximal: no dropped interaction could come back with both ends still at >= 3
     kept_users, kept_items = set(users[keep]), set(items[keep])
     assert not any(u in kept_users and i in kept_items for u, i in zip(users[~keep], items[~keep]))
+
+
+def test_k_core_after_dropped_duplicates_keeps_rows_aligned(tmp_path: Path) -> None:
+    # k-core once indexed the de-duplicated ids with row numbers of the whole table
+    with pytest.warns(UserWarning, match=r"dropped 20 interactions"):
+        cored = InteractionDataModule(path=str(log(tmp_path / "twice.csv", repeat_last=True)), k_core=2)
+        cored.setup()
+    once = InteractionDataModule(path=str(log(tmp_path / "once.csv")), k_core=2)
+    once.setup()
+    assert 0 < cored.num_interactions == once.num_interactions < USERS * ITEMS_PER_USER
+    assert cored.item_map.raw == once.item_map.raw and cored.user_map.raw == once.user_map.raw
+    for part in ("train", "val", "test"):
+        ours, theirs = getattr(cored.split_data, part), getattr(once.split_data, part)
+        assert all(np.array_equal(a, b) for a, b in zip(ours, theirs))

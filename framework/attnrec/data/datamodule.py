@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Sampler
 from ..interfaces import Batch, ItemCatalog, RecDataModule
 from .interactions import IdMap, Split, SplitName, k_core, split
 from .sequences import Batching, Collate, EvalLists, LengthGroupedSampler, NegativeSampler, Sampling, TrainWindows
-from .tables import DataFormatError, as_columns, read_table
+from .tables import DataFormatError, Distinct, read_table, to_arrow
 
 Duplicates = Literal["drop", "error", "keep"]
 
@@ -113,21 +113,28 @@ class SequenceDataModule(RecDataModule):
         if self._prepared:
             return
         loaded = self.load()
-        cols = as_columns(loaded.interactions, ["user", "item", "timestamp"])
-        users_raw, items_raw = cols["user"], cols["item"]
-        times = cols.get("timestamp", np.arange(len(users_raw), dtype=np.float64))
-        rows = self._first_of_duplicates(users_raw, items_raw, times)
-        users_raw, items_raw, times = users_raw[rows], items_raw[rows], times[rows]
+        table = to_arrow(loaded.interactions)
+        users, items = Distinct.of(table.column("user")), Distinct.of(table.column("item"))
+        for name, ids in (("user", users), ("item", items)):
+            if (ids.codes < 0).any():
+                row = int(np.argmax(ids.codes < 0)) + 1
+                raise DataFormatError(f"{self.name}, row {row}: no {name} id; drop the row")
+        if "timestamp" in table.column_names:
+            times = table.column("timestamp").to_numpy().astype(np.float64)
+        else:
+            times = np.arange(table.num_rows, dtype=np.float64)
+        rows = self._first_of_duplicates(users, items, times)
+        user_codes, item_codes, times = users.codes[rows], items.codes[rows], times[rows]
         filtering = loaded.filtering
         if self.k_core > 1:
-            rows = rows[k_core(users_raw, items_raw, self.k_core)]
-            users_raw, items_raw, times = users_raw[rows], items_raw[rows], times[rows]
+            kept = k_core(user_codes, item_codes, self.k_core)
+            rows, user_codes, item_codes, times = rows[kept], user_codes[kept], item_codes[kept], times[kept]
             filtering = f"{self.k_core}-core" + ("" if filtering == "none" else f" after {filtering}")
-            if len(users_raw) == 0:
+            if len(rows) == 0:
                 raise DataFormatError(f"{self.k_core}-core filtering left no interactions; lower k_core")
-        self.user_map, self.item_map = IdMap(users_raw, "user"), IdMap(items_raw, "item")
-        users, items = self.user_map.encode(users_raw), self.item_map.encode(items_raw)
-        self.split_data: Split = self.build_split(users, items, np.asarray(times, dtype=np.float64), rows)
+        self.user_map, user_ids = IdMap.of_codes(user_codes, users.values, "user")
+        self.item_map, item_ids = IdMap.of_codes(item_codes, items.values, "item")
+        self.split_data: Split = self.build_split(user_ids, item_ids, times, rows)
         train = self.split_data.train
         popularity = np.bincount(np.concatenate(train), minlength=len(self.item_map) + 1)
         edge_users = np.repeat(np.arange(len(train)), [len(seq) for seq in train])
@@ -140,20 +147,22 @@ class SequenceDataModule(RecDataModule):
             **self.item_side(loaded.items),
         )
         self._filtering = filtering
-        self.num_interactions = len(users)
+        self.num_interactions = len(user_ids)
         self._prepared = True
 
-    def _first_of_duplicates(self, users: np.ndarray, items: np.ndarray, times: np.ndarray) -> np.ndarray:
-        """Rows of the loaded table left by the ``duplicates`` policy."""
-        rows = np.arange(len(users))
+    def _first_of_duplicates(self, users: Distinct, items: Distinct, times: np.ndarray) -> np.ndarray:
+        """Rows of the loaded table left by the ``duplicates`` policy (found on the id codes)."""
+        rows = np.arange(len(times))
         if self.duplicates == "keep":
             return rows
-        repeated = pd.DataFrame({"user": users, "item": items, "time": times}).duplicated().to_numpy()
+        pairs = users.codes.astype(np.int64) * len(items.values) + items.codes
+        repeated = pd.DataFrame({"pair": pairs, "time": times}).duplicated().to_numpy()
         count = int(repeated.sum())
         if count == 0:
             return rows
         first = int(np.flatnonzero(repeated)[0])
-        example = f"user {str(users[first])!r}, item {str(items[first])!r} at time {float(times[first])!r}"
+        user, item = (str(ids.values[ids.codes[first]].as_py()) for ids in (users, items))
+        example = f"user {user!r}, item {item!r} at time {float(times[first])!r}"
         if self.duplicates == "error":
             raise DataFormatError(
                 f"{self.name}: {count} interactions repeat an earlier one exactly (same user, item and timestamp), "
