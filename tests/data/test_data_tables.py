@@ -201,3 +201,14 @@ def test_dates_are_read_as_unix_seconds(tmp_path: Path) -> None:
 
     path = write(tmp_path / "dates.csv", "user,item,timestamp\n1,2,2020-01-02\n1,3,2020-01-01T00:00:01Z\n")
     assert read_table(str(path))["timestamp"] == [1577923200.0, 1577836801.0]
+    frame = pd.DataFrame({"user": ["1", "1"], "item": ["2", "3"], "timestamp": pd.to_datetime(["2020-01-02", "2020-01-01"])})
+    frame.to_parquet(tmp_path / "dates.parquet")  # a time column, not text
+    assert read_table(str(tmp_path / "dates.parquet"))["timestamp"] == [1577923200.0, 1577836800.0]
+
+
+def test_integer_ids_beyond_int64_are_refused() -> None:
+    from attnrec.data import read_table
+
+    frame = pd.DataFrame({"user": ["1", "12345678901234567890"], "item": ["2", "3"]})
+    with pytest.raises(DataFormatError, match=r"<DataFrame>, row 2, column 'user': '12345678901234567890' is not an"):
+        read_table(frame, integer_ids=True)

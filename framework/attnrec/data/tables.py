@@ -436,7 +436,10 @@ def _normalise_ids(column: pa.ChunkedArray, distinct: Distinct, rows: _Rows, nam
         if bool((np.isfinite(numbers) & (numbers == np.floor(numbers))).all()):
             return pc.cast(column, pa.int64())  # integers in a float column (as pandas writes a column with gaps)
     # one type (JSON may mix 123 and "A12"), or ids cannot be sorted
-    spelled = distinct.values if _is_text(distinct.values.type) else pc.cast(distinct.values, pa.string())
+    if _is_text(distinct.values.type):
+        spelled = distinct.values
+    else:  # as Python writes them ("1.0", where Arrow's cast would write "1")
+        spelled = pa.array(distinct.values.to_pandas().astype(str), pa.string())
     text = pc.utf8_trim_whitespace(spelled)
     integer = pc.match_substring_regex(text, f"^{INTEGER_ID.pattern}$")
     plain = pc.replace_substring_regex(pc.replace_substring_regex(text, r"^\+|\.0*$", ""), "^-0$", "0")
@@ -496,7 +499,8 @@ def _to_numeric(column: pa.Array | pa.ChunkedArray, exact_integers: bool = False
 
 def _as_integers(column: pa.ChunkedArray, distinct: Distinct, rows: _Rows, name: str, raw: pa.Table) -> pa.Array:
     numbers = _to_numeric(distinct.values, exact_integers=True)
-    bad = ~np.isfinite(numbers) | (numbers != np.floor(numbers))
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(numbers) | (numbers != np.floor(numbers)) | (np.abs(numbers) >= 2.0**63)  # beyond int64
     index = distinct.first(bad)
     if index is not None:
         raise DataFormatError(
