@@ -109,3 +109,15 @@ def test_k_core_after_dropped_duplicates_keeps_rows_aligned(tmp_path: Path) -> N
     for part in ("train", "val", "test"):
         ours, theirs = getattr(cored.split_data, part), getattr(once.split_data, part)
         assert all(np.array_equal(a, b) for a, b in zip(ours, theirs))
+
+
+def test_repeated_rows_are_found_as_pandas_finds_them() -> None:
+    import pandas as pd
+    from attnrec.data.datamodule import _repeated
+
+    rng = np.random.default_rng(0)
+    pairs = rng.integers(0, 40, 5000).astype(np.int64)
+    times = rng.integers(0, 30, 5000).astype(np.float64)
+    times[:10] = -0.0  # equal to 0.0
+    expected = pd.DataFrame({"pair": pairs, "time": times}).duplicated().to_numpy()
+    assert 0 < expected.sum() < len(pairs) and np.array_equal(_repeated(pairs, times), expected)
