@@ -87,3 +87,29 @@ def test_a_saved_approximate_index_answers_as_before(kind: str, items: np.ndarra
     assert (loaded.kind, loaded.num_items, loaded.dim) == (kind, len(items), items.shape[1])
     for a, b in zip(index.search(queries, 10), loaded.search(queries, 10)):
         assert torch.equal(a, b)
+
+
+def test_ivf_searches_inner_products_as_distances_with_exact_scores(items: np.ndarray, queries: np.ndarray) -> None:
+    """Lists clustered by inner product scatter the long vectors: at 16 of 256 lists that index
+    found 0.92 of the exact top-10 on these vectors; searched as distances it finds over 0.95,
+    and the scores are the found items' exact inner products."""
+    exact, _ = AnnIndex(items, kind="flat").search(queries, 10)
+    found, scores = AnnIndex(items, kind="ivf", nlist=256, nprobe=16).search(queries, 10)
+    assert recall_at_k(found, exact) >= 0.95
+    expected = np.einsum("bkd,bd->bk", items[found.numpy() - 1], queries)
+    torch.testing.assert_close(scores, torch.from_numpy(expected), rtol=0, atol=1e-4)
+
+
+def test_an_inner_product_ivf_index_written_by_faiss_still_loads(items: np.ndarray, queries: np.ndarray, tmp_path: Path) -> None:
+    import faiss
+
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(32), 32, 64, faiss.METRIC_INNER_PRODUCT)
+    index.train(items)
+    index.add(items)
+    index.nprobe = 64
+    faiss.write_index(index, str(tmp_path / "ip.faiss"))
+    loaded = AnnIndex.load(tmp_path / "ip.faiss")
+    exact, exact_scores = AnnIndex(items, kind="flat").search(queries, 10)
+    found, scores = loaded.search(queries, 10)
+    assert loaded.dim == 32 and torch.equal(found, exact)
+    torch.testing.assert_close(scores, exact_scores, rtol=0, atol=1e-4)
