@@ -12,9 +12,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-import datasets
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from attnrec.data import DataFormatError, InteractionDataModule, Loaded, cache_root, fetch, read_table
 
@@ -28,7 +28,7 @@ TAOBAO_FIXED = ("columns", "sep", "table")
 
 class EcommerceDataModule(InteractionDataModule):
     """A behaviour log (``user, item, timestamp`` plus optional ``behavior``, ``category``,
-    ``brand``, ``price``) from a file or a ``datasets.Dataset``.
+    ``brand``, ``price``) from a file or a table in memory (Arrow, pandas or ``datasets.Dataset``).
 
     ``columns`` maps those canonical fields to the source's column names (unmapped fields are
     looked up under their own name and skipped when absent, so any side feature may be
@@ -61,12 +61,12 @@ class EcommerceDataModule(InteractionDataModule):
     def read_log(self) -> tuple[pd.DataFrame, str]:
         """The raw log with canonical column names, and a label naming it in errors."""
         if self.table is not None:
-            source: str | datasets.Dataset = self.table
+            source: Any = self.table
             label = "<table>"
         elif self.path is not None:
             source, label = os.path.expanduser(self.path), self.path
         else:
-            raise ValueError(f"{type(self).__name__}: give path= (a behaviour log file) or table= (a Dataset)")
+            raise ValueError(f"{type(self).__name__}: give path= (a behaviour log file) or table= (a table)")
         frame = read_table(source, self.columns, sep=self.sep, extra=True).to_pandas()
         return frame, label
 
@@ -85,9 +85,8 @@ class EcommerceDataModule(InteractionDataModule):
                 raise DataFormatError(f"{label}: no row has a behaviour in {self.behaviors}; behaviours found: {found}")
             log = log[kept.to_numpy()]
             filtering = f"behavior in {{{', '.join(self.behaviors)}}}"
-        interactions = datasets.Dataset.from_pandas(
-            log[[c for c in ("user", "item", "timestamp") if c in log.columns]].reset_index(drop=True),
-            preserve_index=False,
+        interactions = pa.Table.from_pandas(
+            log[[c for c in ("user", "item", "timestamp") if c in log.columns]], preserve_index=False
         )
         if self.items_path is not None:
             items = read_table(
@@ -98,7 +97,7 @@ class EcommerceDataModule(InteractionDataModule):
             items, side_label = log, label
         return Loaded(interactions, self._side_table(items, side_label), filtering)
 
-    def _side_table(self, rows: pd.DataFrame, label: str) -> datasets.Dataset | None:
+    def _side_table(self, rows: pd.DataFrame, label: str) -> pa.Table | None:
         present = [field for field in SIDE_FIELDS if field in rows.columns]
         if not present:
             return None
@@ -124,7 +123,7 @@ class EcommerceDataModule(InteractionDataModule):
                 codes = np.ceil(rank * self.price_buckets / known.sum()).astype(int)  # equal-frequency 1..B
                 bucket[known] = [f"{code:03d}" for code in codes]
             table["price_bucket"] = bucket
-        return datasets.Dataset.from_pandas(table, preserve_index=False)
+        return pa.Table.from_pandas(table, preserve_index=False)
 
 
 class TaobaoDataModule(EcommerceDataModule):

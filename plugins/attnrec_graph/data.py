@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import datasets
 import numpy as np
+import pyarrow as pa
 from attnrec.data import (
     DataFormatError, EvalLists, InteractionDataModule, Loaded, SequenceDataModule, Split, SyntheticDataModule,
 )  # fmt: skip
@@ -44,7 +44,7 @@ class KGDataModule(InteractionDataModule):
         self.kg_path, self.link_path = kg_path, link_path
         self.kg_stats: KGStats | None = None
 
-    def item_side(self, items: datasets.Dataset | None) -> dict[str, Any]:
+    def item_side(self, items: pa.Table | None) -> dict[str, Any]:
         """The item table's features plus the KG's ``kg_entity``/``kg_relation``."""
         side = super().item_side(items)
         triples, links = read_kg(self.kg_path, self.link_path)
@@ -69,7 +69,7 @@ class SyntheticKGDataModule(SyntheticDataModule):
     def name(self) -> str:
         return f"synthetic-shop+category-kg(seed={self.generator_args['seed']})"
 
-    def item_side(self, items: datasets.Dataset | None) -> dict[str, Any]:
+    def item_side(self, items: pa.Table | None) -> dict[str, Any]:
         """The generator's ``category`` feature plus the category KG built from it."""
         side = super().item_side(items)
         assert items is not None  # the generator always returns its item table
@@ -107,7 +107,7 @@ class LightGCNFilesDataModule(SequenceDataModule):
         users = np.concatenate([train_u, test_u])
         items = np.concatenate([train_i, test_i])
         times = np.concatenate([np.zeros(len(train_u)), np.ones(len(test_u))])
-        table = datasets.Dataset.from_dict({"user": users, "item": items, "timestamp": times})
+        table = pa.table({"user": users, "item": items, "timestamp": times})
         return Loaded(table)
 
     def build_split(self, users: np.ndarray, items: np.ndarray, times: np.ndarray, rows: np.ndarray) -> Split:

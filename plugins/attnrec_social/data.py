@@ -14,9 +14,9 @@ import functools
 from pathlib import Path
 from typing import Any, Callable, Literal
 
-import datasets
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import torch
 from attnrec.data import DataFormatError, EvalLists, InteractionDataModule, Loaded, Split, read_table
 from attnrec.data.interactions import SplitName, sequences
@@ -112,7 +112,7 @@ class SocialDataModule(InteractionDataModule):
         """The interactions, with the ``rating`` field kept when weights need it (subclasses
         with another format override this)."""
         if self.table is None and self.path is None:
-            raise ValueError(f"{type(self).__name__}: give path= (an interactions file) or table= (a Dataset)")
+            raise ValueError(f"{type(self).__name__}: give path= (an interactions file) or table= (a table)")
         columns = dict(self.columns or {})
         if self.weighting != "none":
             columns.setdefault("rating", "rating")
@@ -274,7 +274,7 @@ class LastFMSocialDataModule(SocialDataModule):
             ).to_pandas()
             frames.append(table.assign(timestamp=float(time)))
         self.train_lines = len(frames[0])
-        return Loaded(datasets.Dataset.from_pandas(pd.concat(frames, ignore_index=True), preserve_index=False))
+        return Loaded(pa.Table.from_pandas(pd.concat(frames, ignore_index=True), preserve_index=False))
 
     def social_table(self) -> SocialTable:
         return read_social_table(Path(self.folder) / "trustnetwork.txt", header=False, sep="\t")

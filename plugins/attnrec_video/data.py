@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
 
-import datasets
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import torch
 from torch import Tensor
 
@@ -286,15 +286,15 @@ class WatchDataModule(SequenceDataModule):
             keep = ~(ratio < self.min_watch_ratio)
             if not keep.any():
                 raise DataFormatError(f"{label}: no watch reaches min_watch_ratio={self.min_watch_ratio}; lower it")
-            table, ratio = table.select(np.flatnonzero(keep)), ratio[keep]
+            table, ratio = table.take(np.flatnonzero(keep)), ratio[keep]
             durations = durations[keep] if durations is not None else None
             filtering = f"watch ratio >= {self.min_watch_ratio:g}" + ("" if filtering == "none" else f", {filtering}")
         self._watch_ratio = ratio  # one per row of the returned table, for build_split
         from_table = items is not None and bool({"visual", "audio"} & set(items.columns))
         self._vectors_label = items_label if from_table else str(self.embeddings_path or items_label)  # for errors
-        item_ids = table.select_columns(["item"]).to_pandas()["item"].to_numpy()
+        item_ids = table.column("item").to_numpy()
         items_frame = self._complete_items(item_ids, durations, items, items_label)
-        return Loaded(table, datasets.Dataset.from_pandas(items_frame, preserve_index=False), filtering)
+        return Loaded(table, pa.Table.from_pandas(items_frame, preserve_index=False), filtering)
 
     def _complete_items(
         self, item_ids: np.ndarray, durations: np.ndarray | None, items: pd.DataFrame | None, label: str
@@ -365,7 +365,7 @@ class WatchDataModule(SequenceDataModule):
         warm = ~cold
         return super().build_split(users[warm], items[warm], times[warm], rows[warm])
 
-    def item_side(self, items: datasets.Dataset | None) -> dict[str, Any]:
+    def item_side(self, items: pa.Table | None) -> dict[str, Any]:
         """Titles, title tokens, tags, duration buckets and visual/audio vectors, each with its
         ``has_<modality>`` mask (replaces the core's generic columns: every loader fills the
         same canonical video table)."""

@@ -7,6 +7,7 @@ from typing import Any, Callable
 
 import datasets
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 from attnrec.data import InteractionDataModule, Loaded, Split
@@ -36,7 +37,7 @@ class Extended(InteractionDataModule):
         keep = items != self.item_map.index("w")
         return super().build_split(users[keep], items[keep], times[keep], rows[keep])
 
-    def item_side(self, items: datasets.Dataset | None) -> dict[str, Any]:
+    def item_side(self, items: pa.Table | None) -> dict[str, Any]:
         side = super().item_side(items)
         side["features"]["double_id"] = torch.arange(self.num_items + 1) * 2
         return side

@@ -227,7 +227,7 @@ def test_amazon_2023_jsonl_milliseconds_and_parent_asin(tmp_path: Path) -> None:
     ], gz=True)  # fmt: skip
     dm = AmazonReviewsDataModule(path=str(reviews), metadata_path=str(meta), version="2023")
     check_amazon(dm)
-    times = dm.load().interactions["timestamp"]
+    times = dm.load().interactions["timestamp"].to_pylist()
     assert times[0] == pytest.approx(100.007)  # milliseconds became seconds
 
 
@@ -240,7 +240,7 @@ def test_amazon_ratings_csv(tmp_path: Path) -> None:
     dm = AmazonReviewsDataModule(path=str(tmp_path / "All_Beauty.csv"), min_rating=4)
     dm.setup()
     assert dm.num_interactions == sum(r >= 4 for _, _, r, _ in RATINGS)
-    assert max(dm.load().interactions["timestamp"]) == 202.0  # milliseconds became seconds
+    assert max(dm.load().interactions["timestamp"].to_pylist()) == 202.0  # milliseconds became seconds
 
 
 def test_amazon_download_trusts_on_first_use(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

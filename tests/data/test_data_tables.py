@@ -200,10 +200,10 @@ def test_dates_are_read_as_unix_seconds(tmp_path: Path) -> None:
     from attnrec.data import read_table
 
     path = write(tmp_path / "dates.csv", "user,item,timestamp\n1,2,2020-01-02\n1,3,2020-01-01T00:00:01Z\n")
-    assert read_table(str(path))["timestamp"] == [1577923200.0, 1577836801.0]
-    frame = pd.DataFrame({"user": ["1", "1"], "item": ["2", "3"], "timestamp": pd.to_datetime(["2020-01-02", "2020-01-01"])})
-    frame.to_parquet(tmp_path / "dates.parquet")  # a time column, not text
-    assert read_table(str(tmp_path / "dates.parquet"))["timestamp"] == [1577923200.0, 1577836800.0]
+    assert read_table(str(path))["timestamp"].to_pylist() == [1577923200.0, 1577836801.0]
+    times = pd.to_datetime(["2020-01-02", "2020-01-01"])
+    pd.DataFrame({"user": ["1", "1"], "item": ["2", "3"], "timestamp": times}).to_parquet(tmp_path / "dates.parquet")
+    assert read_table(str(tmp_path / "dates.parquet"))["timestamp"].to_pylist() == [1577923200.0, 1577836800.0]
 
 
 def test_integer_ids_beyond_int64_are_refused() -> None:
@@ -212,3 +212,26 @@ def test_integer_ids_beyond_int64_are_refused() -> None:
     frame = pd.DataFrame({"user": ["1", "12345678901234567890"], "item": ["2", "3"]})
     with pytest.raises(DataFormatError, match=r"<DataFrame>, row 2, column 'user': '12345678901234567890' is not an"):
         read_table(frame, integer_ids=True)
+
+
+def test_tables_in_memory_are_read_alike_and_as_arrow() -> None:
+    import datasets
+    import pyarrow as pa
+    from attnrec.data import read_table
+
+    frame = pd.DataFrame({"user": [" 1", "1.0", "2"], "item": ["a", "b", "a"], "timestamp": [3, 2, 1]})
+    with pytest.warns(UserWarning, match=r"user ids written in more than one way"):
+        sources = (frame, pa.Table.from_pandas(frame), datasets.Dataset.from_pandas(frame))
+        tables = [read_table(source) for source in sources]
+    assert all(isinstance(table, pa.Table) and table.equals(tables[0]) for table in tables)
+    assert tables[0].to_pydict() == {"user": ["1", "1", "2"], "item": ["a", "b", "a"], "timestamp": [3.0, 2.0, 1.0]}
+    with pytest.raises(DataFormatError, match=r"<Dataset>, row 2, column 'item': empty id"):
+        read_table(datasets.Dataset.from_dict({"user": ["1", "2"], "item": ["a", " "]}))
+
+
+def test_a_parquet_files_pandas_index_is_no_column(tmp_path: Path) -> None:
+    from attnrec.data import read_table
+
+    frame = pd.DataFrame({"item": ["a", "b"], "title": ["A", "B"]}, index=[5, 7])
+    frame.to_parquet(tmp_path / "items.parquet")
+    assert read_table(str(tmp_path / "items.parquet"), required=("item",), extra=True).column_names == ["item", "title"]

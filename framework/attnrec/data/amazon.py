@@ -31,8 +31,8 @@ import re
 from pathlib import Path
 from typing import IO, Any, Iterator, Literal
 
-import datasets
 import pandas as pd
+import pyarrow as pa
 
 from .datamodule import Loaded, SequenceDataModule
 from .download import cache_root, fetch
@@ -132,9 +132,9 @@ class AmazonReviewsDataModule(SequenceDataModule):
             if len(frame) == 0:
                 raise DataFormatError(f"{reviews}: no rating is >= min_rating={self.min_rating:g}; lower it")
             steps.append(f"rating >= {self.min_rating:g}")
-        interactions = datasets.Dataset.from_pandas(frame, preserve_index=False)
+        interactions = pa.Table.from_pandas(frame, preserve_index=False)
         filtering = ", ".join(steps) or "none"
-        items = read_metadata(meta, set(interactions["item"])) if meta is not None else None
+        items = read_metadata(meta, set(frame["item"])) if meta is not None else None
         return Loaded(interactions, items, filtering)
 
 
@@ -175,7 +175,7 @@ def _records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             yield number, record
 
 
-def read_reviews(path: Path) -> datasets.Dataset:
+def read_reviews(path: Path) -> pa.Table:
     """A review file (JSON lines, any release) or ratings-only CSV as canonical interactions."""
     with _open(path) as handle:
         head = handle.read(1 << 12).lstrip()
@@ -191,12 +191,12 @@ def read_reviews(path: Path) -> datasets.Dataset:
         columns = {"user": "user_id", "item": "parent_asin", "rating": "rating", "timestamp": "timestamp"}
         table = read_table(frame, columns, label=str(path), first_line=2).to_pandas()
         table["timestamp"] = table["timestamp"] / 1000.0
-        return datasets.Dataset.from_pandas(table, preserve_index=False)
+        return pa.Table.from_pandas(table, preserve_index=False)
     frame = parse_delimited(data, str(path), ",", ["user", "item", "rating", "timestamp"])
     return read_table(frame, {"rating": "rating", "timestamp": "timestamp"}, label=str(path))
 
 
-def _read_json_reviews(path: Path) -> datasets.Dataset:
+def _read_json_reviews(path: Path) -> pa.Table:
     fields: tuple[str, str, str, str, float] | None = None
     columns: dict[str, list[Any]] = {"user": [], "item": [], "rating": [], "timestamp": []}
     for number, record in _records(path):
@@ -233,7 +233,7 @@ def _read_json_reviews(path: Path) -> datasets.Dataset:
             columns[canonical].append(value)
     if fields is None:
         raise DataFormatError(f"{path}: no reviews (only blank lines); is it the right file?")
-    return datasets.Dataset.from_pandas(pd.DataFrame(columns), preserve_index=False)
+    return pa.Table.from_pandas(pd.DataFrame(columns), preserve_index=False)
 
 
 def _float(value: Any) -> float | None:
@@ -268,7 +268,7 @@ def _main_category(record: dict[str, Any]) -> str:
     return str(paths[0]) if paths else ""
 
 
-def read_metadata(path: Path, wanted: set[str] | None = None) -> datasets.Dataset:
+def read_metadata(path: Path, wanted: set[str] | None = None) -> pa.Table:
     """Item metadata (``item, title, category, brand, price``) of the items in ``wanted`` (all if None)."""
     columns: dict[str, list[Any]] = {"item": [], "title": [], "category": [], "brand": [], "price": []}
     for number, record in _records(path):
@@ -287,4 +287,4 @@ def read_metadata(path: Path, wanted: set[str] | None = None) -> datasets.Datase
         columns["brand"].append(str(record.get("brand") or record.get("store") or ""))
         columns["price"].append(_price(record.get("price")))
     frame = pd.DataFrame(columns).astype({"price": "float64"})
-    return datasets.Dataset.from_pandas(frame, preserve_index=False)
+    return pa.Table.from_pandas(frame, preserve_index=False)

@@ -6,11 +6,11 @@ import os
 import warnings
 from abc import abstractmethod
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 
-import datasets
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import torch
 from torch.utils.data import DataLoader, Sampler
 
@@ -19,15 +19,19 @@ from .interactions import IdMap, Split, SplitName, k_core, split
 from .sequences import Batching, Collate, EvalLists, LengthGroupedSampler, NegativeSampler, Sampling, TrainWindows
 from .tables import DataFormatError, Distinct, read_table, to_arrow
 
+if TYPE_CHECKING:  # accepted as input only
+    import datasets
+
 Duplicates = Literal["drop", "error", "keep"]
 
 
 @dataclass
 class Loaded:
-    """What a loader returns: interactions plus optional per-item side information."""
+    """What a loader returns: interactions plus optional per-item side information, each an
+    Arrow table (a pandas DataFrame or HF ``datasets.Dataset`` is accepted too)."""
 
-    interactions: datasets.Dataset
-    items: datasets.Dataset | None = None  # columns: item (raw id), optional title, category, ...
+    interactions: pa.Table | pd.DataFrame | datasets.Dataset
+    items: pa.Table | pd.DataFrame | datasets.Dataset | None = None  # columns: item (raw id), optional title, ...
     filtering: str = "none"
 
 
@@ -144,7 +148,7 @@ class SequenceDataModule(RecDataModule):
             raw_ids=list(self.item_map.raw),
             num_users=len(self.user_map),
             train_edges=torch.as_tensor(np.stack([edge_users, np.concatenate(train)])),
-            **self.item_side(loaded.items),
+            **self.item_side(None if loaded.items is None else to_arrow(loaded.items)),
         )
         self._filtering = filtering
         self.num_interactions = len(user_ids)
@@ -187,7 +191,7 @@ class SequenceDataModule(RecDataModule):
         """
         return split(users, items, times, len(self.user_map), self.split_name, self.val_ratio, self.test_ratio, self.seed)
 
-    def item_side(self, items: datasets.Dataset | None) -> dict[str, Any]:
+    def item_side(self, items: pa.Table | None) -> dict[str, Any]:
         """``titles`` and ``features`` for the catalog from the item table, by internal id
         (called after :meth:`build_split`; subclasses add features to
         ``super().item_side(items)``). Float columns stay numbers (missing = 0), other columns
@@ -404,8 +408,9 @@ def _codes(values: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 class InteractionDataModule(SequenceDataModule):
-    """Interactions from a local file (CSV/TSV/Parquet/JSON Lines) or an in-memory ``Dataset``,
-    with an optional item table (``item`` plus ``title`` and feature columns)."""
+    """Interactions from a local file (CSV/TSV/Parquet/JSON Lines) or a table in memory (an Arrow
+    table, pandas DataFrame or ``datasets.Dataset``), with an optional item table (``item`` plus
+    ``title`` and feature columns)."""
 
     def __init__(
         self,
@@ -413,7 +418,7 @@ class InteractionDataModule(SequenceDataModule):
         columns: dict[str, str] | None = None,
         sep: str | None = None,
         items_path: str | None = None,
-        table: datasets.Dataset | None = None,
+        table: pa.Table | pd.DataFrame | datasets.Dataset | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -428,7 +433,7 @@ class InteractionDataModule(SequenceDataModule):
         if self.table is not None:
             return Loaded(read_table(self.table, self.columns))
         if self.path is None:
-            raise ValueError(f"{type(self).__name__}: give path= (an interactions file) or table= (a Dataset)")
+            raise ValueError(f"{type(self).__name__}: give path= (an interactions file) or table= (a table)")
         # the item table names its item column as the interactions do
         item_column = {"item": self.columns["item"]} if self.columns and "item" in self.columns else None
         items = read_table(self.items_path, item_column, required=("item",), extra=True) if self.items_path else None

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import datasets
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from .datamodule import Loaded, SequenceDataModule
 from .download import cache_root, fetch
@@ -170,14 +171,13 @@ class MovieLensDataModule(SequenceDataModule):
                 )
         filtering = "none"
         if self.min_rating is not None:
-            frame = interactions.to_pandas()
-            interactions = datasets.Dataset.from_pandas(frame[frame["rating"] >= self.min_rating], preserve_index=False)
+            interactions = interactions.filter(pc.greater_equal(interactions.column("rating"), self.min_rating))
             filtering = f"rating >= {self.min_rating:g}"
             if len(interactions) == 0:
                 raise DataFormatError(f"ml-{self.variant}: no rating is >= min_rating={self.min_rating:g}; lower it")
         return Loaded(interactions, items, filtering)
 
-    def _read_grouplens(self, files: _Files, release: _Release) -> tuple[datasets.Dataset, datasets.Dataset | None]:
+    def _read_grouplens(self, files: _Files, release: _Release) -> tuple[pa.Table, pa.Table | None]:
         name = release.ratings
         frame = parse_delimited(files.read(name), files.label(name), release.sep, RATING_COLUMNS)
         columns = {"rating": "rating", "timestamp": "timestamp"}
@@ -200,7 +200,7 @@ class MovieLensDataModule(SequenceDataModule):
             movies["category"] = movies["genres"].fillna("").str.split("|").str[0]
         return interactions, _items(movies[["item", "title", "category"]], label)
 
-    def _read_atomic(self, inter: Path, item: Path) -> tuple[datasets.Dataset, datasets.Dataset | None]:
+    def _read_atomic(self, inter: Path, item: Path) -> tuple[pa.Table, pa.Table | None]:
         """RecBole atomic files: tab-separated, header fields ``name:type``."""
         if not inter.exists():
             raise FileNotFoundError(f"{inter}: no such file; pass a RecBole .inter file as path=")
@@ -232,5 +232,5 @@ class MovieLensDataModule(SequenceDataModule):
         return interactions, _items(table, str(item), first_line=2)
 
 
-def _items(frame: pd.DataFrame, label: str, first_line: int = 1) -> datasets.Dataset:
+def _items(frame: pd.DataFrame, label: str, first_line: int = 1) -> pa.Table:
     return read_table(frame, required=("item",), integer_ids=True, label=label, first_line=first_line, extra=True)

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import datasets
 import numpy as np
+import pyarrow as pa
 
 from .datamodule import Loaded, SequenceDataModule
 
@@ -42,7 +42,7 @@ def generate(
     p_favourite: float = 0.8,
     zipf: float = 1.1,
     seed: int = 0,
-) -> tuple[datasets.Dataset, datasets.Dataset]:
+) -> tuple[pa.Table, pa.Table]:
     """Interactions (``user, item, timestamp``) and items (``item, title, category``)."""
     if num_categories > len(CATEGORIES):
         raise ValueError(f"num_categories must be at most {len(CATEGORIES)}")
@@ -79,11 +79,11 @@ def generate(
             clock += float(rng.integers(60, 86400))
             users.append(user + 1), items_out.append(item + 1), times.append(clock)
             previous = item
-    interactions = datasets.Dataset.from_dict(
+    interactions = pa.table(
         {"user": np.asarray(users), "item": np.asarray(items_out), "timestamp": np.asarray(times)}
     )
     titles = [f"{ADJECTIVES[i % len(ADJECTIVES)]} {CATEGORIES[category[i]]} item {i + 1}" for i in range(num_items)]
-    catalogue = datasets.Dataset.from_dict(
+    catalogue = pa.table(
         {"item": np.arange(1, num_items + 1), "title": titles, "category": [CATEGORIES[c] for c in category]}
     )
     return interactions, catalogue

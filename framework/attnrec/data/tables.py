@@ -18,12 +18,12 @@ import csv
 import io
 import os
 import re
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Literal, Mapping, Sequence
 
-import datasets
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -31,8 +31,9 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
-from datasets.fingerprint import generate_random_fingerprint
-from datasets.table import InMemoryTable
+
+if TYPE_CHECKING:  # accepted as input, never needed: importing it costs a second
+    import datasets
 
 REQUIRED = ("user", "item")
 
@@ -116,7 +117,9 @@ def _reader(path: Path, sep: str | None, header: bool, names: Sequence[str] | No
     suffixes = "".join(path.suffixes[-2:]).lower()
     try:
         if suffixes.endswith((".parquet", ".pq")):
-            return pq.read_table(path), _Rows(str(path))
+            table = pq.read_table(path)
+            index = (table.schema.pandas_metadata or {}).get("index_columns", [])
+            return table.drop_columns([c for c in index if isinstance(c, str)]), _Rows(str(path))  # pandas' index
         if suffixes.endswith((".json", ".jsonl", ".json.gz", ".jsonl.gz")):
             lines = not suffixes.endswith(".json") or _looks_like_lines(path)
             if lines:
@@ -209,13 +212,21 @@ def _fields(table: pa.Table, index: int) -> list[str]:
     return [str(column[index].as_py()) for column in table.columns]
 
 
-def to_arrow(source: datasets.Dataset | pd.DataFrame | pa.Table) -> pa.Table:
+def _is_dataset(source: Any) -> bool:
+    """Whether ``source`` is an HF ``datasets.Dataset`` (there is none unless it was imported)."""
+    module = sys.modules.get("datasets")
+    return module is not None and isinstance(source, module.Dataset)
+
+
+def to_arrow(source: pa.Table | pd.DataFrame | datasets.Dataset) -> pa.Table:
     """An in-memory table as an Arrow table (a Dataset's rows in its current order)."""
     if isinstance(source, pa.Table):
         return source
     if isinstance(source, pd.DataFrame):
         return _from_pandas(source)
-    return source.with_format("arrow")[:]
+    if _is_dataset(source):
+        return source.with_format("arrow")[:]
+    raise TypeError(f"expected a pyarrow Table, pandas DataFrame or datasets.Dataset, got {type(source).__name__}")
 
 
 def parse_delimited(
@@ -283,7 +294,7 @@ def _looks_like_lines(path: Path) -> bool:
 
 
 def read_table(
-    source: str | os.PathLike | datasets.Dataset | pd.DataFrame | pa.Table,
+    source: str | os.PathLike | pa.Table | pd.DataFrame | datasets.Dataset,
     columns: Mapping[str, str] | None = None,
     *,
     sep: str | None = None,
@@ -294,8 +305,8 @@ def read_table(
     label: str | None = None,
     first_line: int = 1,
     extra: bool = False,
-) -> datasets.Dataset:
-    """Read interactions into a ``datasets.Dataset`` with canonical columns.
+) -> pa.Table:
+    """Read interactions (a file, or a table in memory) into an Arrow table with canonical columns.
 
     ``columns`` maps canonical names (``user``, ``item``, ``timestamp``, ``rating`` ...) to the
     source's names; unmapped canonical names are looked up as they are. Ids follow the module's
@@ -308,8 +319,8 @@ def read_table(
     their side information).
     """
     columns = dict(columns or {})
-    if isinstance(source, (datasets.Dataset, pd.DataFrame, pa.Table)):
-        kind = "Dataset" if isinstance(source, datasets.Dataset) else type(source).__name__
+    if isinstance(source, (pa.Table, pd.DataFrame)) or _is_dataset(source):
+        kind = "Dataset" if _is_dataset(source) else type(source).__name__
         raw, rows = to_arrow(source), _Rows(label or f"<{kind}>", first_line)
     else:
         path = Path(source)
@@ -358,8 +369,7 @@ def read_table(
         table = _replace(table, "timestamp", pa.array(_as_time(_decoded(table.column("timestamp")), rows, raw)))
     if "rating" in table.column_names:
         table = _replace(table, "rating", pa.array(_as_number(_decoded(table.column("rating")), rows, "rating", raw)))
-    # a random fingerprint: hashing the rows for one costs more than reading them
-    return datasets.Dataset(InMemoryTable(table), fingerprint=generate_random_fingerprint())
+    return table
 
 
 def _replace(table: pa.Table, name: str, column: pa.Array | pa.ChunkedArray) -> pa.Table:
@@ -567,7 +577,7 @@ def _seconds(dates: pd.Series) -> np.ndarray:
     return np.array(seconds.to_numpy(dtype=np.float64, na_value=np.nan))  # writable
 
 
-def as_columns(table: datasets.Dataset | pd.DataFrame | pa.Table, names: Sequence[str]) -> dict[str, np.ndarray]:
+def as_columns(table: pa.Table | pd.DataFrame | datasets.Dataset, names: Sequence[str]) -> dict[str, np.ndarray]:
     """Columns of a table as numpy arrays (the form the splitters work on)."""
     data = to_arrow(table)
     return {name: data.column(name).to_numpy() for name in names if name in data.column_names}
