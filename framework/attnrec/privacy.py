@@ -24,6 +24,7 @@ Opacus is imported only when private training starts, so ``import attnrec`` stay
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from typing import TYPE_CHECKING, Any, Iterator, Literal
@@ -160,6 +161,7 @@ def _vmap_user_gradients(model: Recommender, batch: dict[str, Tensor], params: l
     (:meth:`~attnrec.model.Recommender.training_examples`, on the whole batch) are laid out per
     row over every position."""
     from torch.func import functional_call, grad, vmap
+    from torch.nn.attention import SDPBackend, sdpa_kernel
 
     rows, width = batch["history"].shape
     examples = model.training_examples(batch)
@@ -184,7 +186,10 @@ def _vmap_user_gradients(model: Recommender, batch: dict[str, Tensor], params: l
     by_name = dict(model.named_parameters())
     values = tuple(by_name[name] for name in names)
     in_dims = (None, 0, 0, 0, None if negatives is None else 0, 0)
-    with warnings.catch_warnings():  # torch's note that SDPA has no vmap rule on CPU and runs row by row
+    # CPU's fused SDPA kernels have no vmap rule and would run row by row; the math kernel is
+    # made of batched ops (same values; measured 1.2-1.3x faster per step on a CPU)
+    kernel = sdpa_kernel(SDPBackend.MATH) if positions.device.type == "cpu" else contextlib.nullcontext()
+    with warnings.catch_warnings(), kernel:  # torch's notes on ops without a vmap rule
         warnings.filterwarnings("ignore", message="There is a performance drop because we have not yet implemented")
         grads = vmap(grad(loss), in_dims=in_dims, randomness="different")(
             tuple(v.detach() for v in values), batch, positions, positive, negatives, weight
