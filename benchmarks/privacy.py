@@ -6,8 +6,9 @@ Amazon Toys (``../shared/data/amazon_s3rec/Toys_and_Games.txt``, ``UserSequences
 Protocol: leave-one-out by time, full ranking over all items with the user's training items
 masked, test NDCG@10 / HR@10 of the **last** epoch (choosing an epoch on validation would use the
 users' held-out items outside the accounting). Model: the default ``Recommender`` (transformer
-user encoder, 2 layers, 2 heads, dim 64, max_len 50, no dropout, full-softmax CE), Adam(W) at a
-constant learning rate, a fixed number of epochs. Privacy: user-level DP-SGD, one window per
+user encoder, 2 heads, max_len 50, no dropout, full-softmax CE; layers and dim per set, below),
+Adam(W) at a constant learning rate, a fixed number of epochs. The same settings train the
+private and the non-private (ε = ∞) model. Privacy: user-level DP-SGD, one window per
 drawn user per step, Poisson sampling at rate ``batch / #users``, clip 1.0, δ = 1 / #users, RDP
 accountant, noise calibrated to reach ε at the last step; ε = ∞ is ordinary (non-private)
 training of the same model for the same epochs. Popularity: the most-popular baseline under the
@@ -68,8 +69,9 @@ def train(data: Any, epsilon: float, args: argparse.Namespace) -> tuple[Any, Any
 
     L.seed_everything(0, verbose=False)
     data.setup("fit")
-    encoder = functools.partial(TransformerUserEncoder, num_layers=2, max_len=50, dropout=0.0)
-    model = Recommender(data.catalog, dim=64, user_encoder=encoder, lr=args.lr, schedule="constant",
+    name = data.set_name
+    encoder = functools.partial(TransformerUserEncoder, num_layers=args.layers[name], max_len=50, dropout=0.0)
+    model = Recommender(data.catalog, dim=args.dim[name], user_encoder=encoder, lr=args.lr[name], schedule="constant",
                         metrics=("HR", "NDCG"), ks=(10,))  # fmt: skip
     private = [DifferentialPrivacy(epsilon=epsilon, max_grad_norm=args.clip)] if math.isfinite(epsilon) else []
     L.Trainer(
@@ -88,20 +90,45 @@ def test(model: Any, data: Any, args: argparse.Namespace) -> dict[str, float]:
     return trainer.test(model, data, verbose=False)[0]
 
 
+def per_user_ndcg(model: Any, data: Any) -> Any:
+    """NDCG@10 of every test user, in the test loader's order (for paired differences)."""
+    import torch
+
+    from attnrec.metrics import NDCG
+
+    model.eval()
+    with torch.no_grad():
+        values = []
+        for batch in data.test_dataloader():
+            ranking = model.rank(batch)
+            values.append(NDCG()(ranking.ranks, ranking.num_relevant, ranking.num_candidates, 10))
+    return torch.cat(values).double()
+
+
+def paired(model: Any, reference: Any) -> tuple[float, float]:
+    """Mean per-user difference and its standard error."""
+    difference = model - reference
+    return float(difference.mean()), float(difference.std() / math.sqrt(difference.numel()))
+
+
 def quality(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    from attnrec.baselines import PopularityRecommender
     from attnrec.evaluation import evaluate_popularity
 
-    data = datamodule(name, args.batch)
+    data = datamodule(name, args.batch[name])
     popularity = evaluate_popularity(data, "test", ks=(10,))
     rows = [{"model": "popularity", "NDCG@10": popularity["NDCG@10"], "HR@10": popularity["HR@10"]}]
+    reference = per_user_ndcg(PopularityRecommender(data.catalog, metrics=("NDCG",), ks=(10,)), data)
     for epsilon in args.epsilons:
         start = time.perf_counter()
         model, private = train(data, epsilon, args)
         results = test(model, data, args)
+        gain, error = paired(per_user_ndcg(model, data), reference)
         rows.append({
             "model": "Recommender", "epsilon": private.epsilon if private else math.inf, "target": epsilon,
             "noise": private.noise_multiplier if private else 0.0, "steps": private.steps if private else None,
             "NDCG@10": results["test/NDCG@10"], "HR@10": results["test/HR@10"], "seconds": time.perf_counter() - start,
+            "vs_popularity": gain, "vs_popularity_se": error,
         })  # fmt: skip
         print(json.dumps({"set": name, **rows[-1]}), flush=True)
     return {"set": name, "users": data.num_users, "items": data.num_items, "rows": rows, "protocol": data.protocol}
@@ -115,7 +142,7 @@ def membership(name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
 
     rows = []
     for epsilon in (math.inf, 8.0):
-        data = datamodule(name, args.batch // 2, held_out=0.5)  # half the users: the same sampling rate
+        data = datamodule(name, args.batch[name] // 2, held_out=0.5)  # half the users: the same sampling rate
         model, private = train(data, epsilon, args)
         rng = np.random.default_rng(0)
         probes = []
@@ -141,21 +168,22 @@ def report(results: list[dict[str, Any]], probes: list[dict[str, Any]], args: ar
         (__doc__ or "").split("\n\n    python")[0].split("\n\n", 1)[1].strip(),
         "",
         f"Command: `{command}`; {platform.processor() or platform.machine()}, accelerator `{args.accelerator}`, "
-        f"{args.threads} CPU threads, epochs {', '.join(f'{k} {v}' for k, v in args.epochs.items())}, lr {args.lr}, "
-        f"clip {args.clip}, "
-        f"{args.batch} users per step expected.",
+        f"{args.threads} CPU threads, clip {args.clip}; "
+        + "; ".join(f"{name}: {args.epochs[name]} epochs, {args.batch[name]} users per step expected, lr {args.lr[name]}, "
+                    f"dim {args.dim[name]}, {args.layers[name]} layer(s)" for name in args.epochs) + ".",
         "",
-        "| set | model | ε (spent) | noise multiplier | steps | test NDCG@10 | test HR@10 | train+test s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| set | model | ε (spent) | noise multiplier | steps | test NDCG@10 | test HR@10 | NDCG@10 − popularity (paired ± SE) | train+test s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for result in results:
         for row in result["rows"]:
             if row["model"] == "popularity":
-                lines.append(f"| {result['set']} | popularity | – | – | – | {row['NDCG@10']:.4f} | {row['HR@10']:.4f} | – |")
+                lines.append(f"| {result['set']} | popularity | – | – | – | {row['NDCG@10']:.4f} | {row['HR@10']:.4f} | – | – |")
                 continue
             lines.append(
                 f"| {result['set']} | Recommender | {eps(row['epsilon'])} | {row['noise']:.3g} | {row['steps'] or '–'} | "
-                f"{row['NDCG@10']:.4f} | {row['HR@10']:.4f} | {row['seconds']:.0f} |"
+                f"{row['NDCG@10']:.4f} | {row['HR@10']:.4f} | {row['vs_popularity']:+.4f} ± {row['vs_popularity_se']:.4f} | "
+                f"{row['seconds']:.0f} |"
             )
     if probes:
         lines += ["", "Membership inference (loss threshold, AUC; 0.5 = chance):", "",
@@ -165,15 +193,25 @@ def report(results: list[dict[str, Any]], probes: list[dict[str, Any]], args: ar
     return "\n".join(lines) + "\n"
 
 
+def per_set(text: str, names: list[str], cast: Any, default: str) -> dict[str, Any]:
+    """``"30"`` for every set, or ``"ml-100k:30,toys:10"`` (a set left out gets ``default``)."""
+    if ":" not in text:
+        return {name: cast(text) for name in names}
+    given = dict(part.split(":") for part in text.split(","))
+    return {name: cast(given.get(name, default)) for name in names}
+
+
 def main() -> None:
     import torch
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sets", default="ml-100k,toys")
     parser.add_argument("--epsilons", default="1,4,8,inf")
-    parser.add_argument("--epochs", default="30", help="epochs for every set, or per set: ml-100k:30,toys:10")
-    parser.add_argument("--batch", type=int, default=256, help="expected users per step (Poisson sampling)")
-    parser.add_argument("--lr", type=float, default=5e-3)
+    parser.add_argument("--epochs", default="30", help="for every set, or per set (ml-100k:30,toys:10), as the next four")
+    parser.add_argument("--batch", default="256", help="expected users per step (Poisson sampling)")
+    parser.add_argument("--lr", default="5e-3")
+    parser.add_argument("--dim", default="64")
+    parser.add_argument("--layers", default="2")
     parser.add_argument("--clip", type=float, default=1.0)
     parser.add_argument("--probe-users", type=int, default=400, help="members and non-members each, per probe")
     parser.add_argument("--parts", default="quality,membership")
@@ -186,8 +224,8 @@ def main() -> None:
         args.sets, args.epsilons, args.epochs, args.probe_users = "ml-100k", "8,inf", "1", 50
     args.epsilons = [float(e) for e in args.epsilons.split(",")]
     names = args.sets.split(",")
-    given = dict(part.split(":") for part in args.epochs.split(",")) if ":" in args.epochs else {}
-    args.epochs = {name: int(given.get(name, args.epochs if not given else 30)) for name in names}
+    for option, cast in (("epochs", int), ("batch", int), ("lr", float), ("dim", int), ("layers", int)):
+        setattr(args, option, per_set(getattr(args, option), names, cast, parser.get_default(option)))
     torch.set_num_threads(args.threads)
     parts = args.parts.split(",")
     results = [quality(name, args) for name in names] if "quality" in parts else []

@@ -241,7 +241,7 @@ def ann_rows(name: str, items: Any, queries: Any, configs: list[tuple[dict[str, 
 
 ANN_CONFIGS = [
     ({"kind": "hnsw", "m": 32}, [{"ef_search": 64}, {"ef_search": 256}, {"ef_search": 512}]),
-    ({"kind": "ivf"}, [{"nprobe": 16}, {"nprobe": 64}, {"nprobe": 256}]),
+    ({"kind": "ivf"}, [{"nprobe": 16}, {"nprobe": 32}, {"nprobe": 64}, {"nprobe": 128}]),
 ]
 
 
