@@ -11,7 +11,7 @@ import lightning as L
 import pytest
 import torch
 
-from attnrec import ItemCatalog, Recommender
+from attnrec import ItemCatalog, ItemEncoder, Recommender
 from attnrec.data import SyntheticDataModule
 from attnrec.encoders import PoolingUserEncoder, TransformerUserEncoder
 from attnrec.evaluation import evaluate_popularity
@@ -354,3 +354,58 @@ def test_sampled_loss_on_data_without_negatives_draws_one_with_a_warning() -> No
     with pytest.warns(UserWarning, match="BPRLoss learns from sampled negatives.*drawing 1 per target"):
         trainer().fit(model, datamodule)
     assert datamodule.num_negatives == 1
+
+
+class CountingEncoder(ItemEncoder):
+    """An item encoder that computes (an MLP over an id table) and counts its catalogue passes
+    and its direct calls."""
+
+    def __init__(self, catalog: ItemCatalog, dim: int) -> None:
+        super().__init__(catalog, dim)
+        self.table = torch.nn.Embedding(catalog.num_items + 1, dim, padding_idx=0)
+        self.mlp = torch.nn.Sequential(torch.nn.Linear(dim, dim), torch.nn.Tanh())
+        self.passes = self.calls = 0
+
+    def forward(self, items: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.mlp(self.table(items)) * (items != 0).unsqueeze(-1)
+
+    def all_items(self) -> torch.Tensor:
+        self.passes += 1
+        return super().all_items()
+
+
+class UncachedEncoder(CountingEncoder):
+    inference_cache = False
+
+
+def test_inference_encodes_the_catalogue_once_per_pass_and_again_after_the_weights_change() -> None:
+    datamodule = data(eval_batch_size=32)  # 13 validation batches
+    L.seed_everything(0, verbose=False)
+    cached = Recommender(datamodule.catalog, dim=16, item_encoder=CountingEncoder, user_encoder=ENCODER, ks=(10,))
+    uncached = Recommender(datamodule.catalog, dim=16, item_encoder=UncachedEncoder, user_encoder=ENCODER, ks=(10,))
+    uncached.load_state_dict(cached.state_dict())
+    encoder = cached.item_encoder
+    assert isinstance(encoder, CountingEncoder)
+
+    first = validate(cached, datamodule)
+    assert (encoder.passes, encoder.calls) == (1, 1)  # histories and every batch's scores read that one pass
+    assert first == pytest.approx(validate(uncached, datamodule), abs=1e-6)
+    assert uncached.item_encoder.passes == 13  # without the cache: one catalogue pass per batch
+
+    trainer().fit(cached, datamodule)  # optimiser steps change the weights in place
+    encoder.passes = 0
+    second = validate(cached, datamodule)
+    assert encoder.passes == 1 and second != first
+    uncached.load_state_dict(cached.state_dict())
+    assert second == pytest.approx(validate(uncached, datamodule), abs=1e-6)
+
+    cached.eval()
+    with torch.no_grad():
+        before = cached.item_encoder.vectors().clone()
+        cached.load_state_dict(Recommender(datamodule.catalog, dim=16, item_encoder=CountingEncoder,
+                                           user_encoder=ENCODER).state_dict())  # fmt: skip
+        after = cached.item_encoder.vectors()
+        assert not torch.allclose(before, after)
+        assert torch.equal(after, cached.item_encoder.all_items())
+    assert cached.item_encoder(torch.tensor([1])).requires_grad  # with gradients: the encoder itself

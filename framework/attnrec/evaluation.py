@@ -49,8 +49,9 @@ class VectorScoring:
     """User vectors scored against item vectors by a scorer (the two-tower case).
 
     ``items`` is the catalogue's vectors ``[N + 1, D]``, or an item encoder: then ids are
-    encoded as asked and the whole catalogue only when a chunk is (once per scoring), so a
-    sampled loss or a candidate list never pays for every item."""
+    encoded as asked and the whole catalogue only when a chunk is (once per scoring, and in
+    inference once per state of the weights: :meth:`ItemEncoder.vectors`), so a sampled loss
+    or a candidate list never pays for every item."""
 
     def __init__(self, users: Tensor, items: Tensor | ItemEncoder, scorer: Callable[[Tensor, Tensor], Tensor]) -> None:
         self.users, self.scorer = users, scorer
@@ -60,7 +61,7 @@ class VectorScoring:
     def _all(self) -> Tensor:
         if self.item_vectors is None:
             assert self.encoder is not None
-            self.item_vectors = self.encoder.all_items()
+            self.item_vectors = self.encoder.vectors()
         return self.item_vectors
 
     def chunk(self, lo: int, hi: int) -> Tensor:

@@ -217,23 +217,82 @@ class Attention(nn.Module, ABC):
 # ----------------------------------------------------------------------- encoders
 class ItemEncoder(nn.Module, ABC):
     """Item ids ``[...]`` -> vectors ``[..., dim]``. Constructed as ``cls(catalog, dim, ...)``,
-    so an encoder can size its tables from the catalog and read item features from it."""
+    so an encoder can size its tables from the catalog and read item features from it.
+
+    **Inference cache.** In inference (eval mode, gradients off: validation, test, prediction,
+    serving) the core computes :meth:`all_items` once and answers every lookup from that table
+    (the user encoder's history lookups, the candidates' and the whole catalogue's scores), so
+    an encoder that computes (text, images, features, graph propagation) costs one catalogue
+    pass per evaluation, not one per batch, and needs no cache of its own. The table is kept
+    while every parameter and buffer of the encoder keeps its storage and version: optimiser
+    steps, ``load_state_dict`` and moves to another device invalidate it; call
+    :meth:`clear_vectors` after changing anything else the vectors depend on. ``forward`` and
+    ``all_items`` must agree (``attnrec.testing`` checks it), and ``all_items`` must not call
+    the encoder through the cache's own lookup (``self(...)`` is fine: it is bypassed then).
+    """
 
     required_features: ClassVar[tuple[str, ...]] = ()
     """Catalog features the encoder reads (``"train_edges"`` for the training graph), so tools
     and conformance tests can tell which catalogs it can be built from."""
 
+    inference_cache: ClassVar[bool] = True
+    """Whether inference keeps :meth:`vectors` between calls. An encoder whose ``all_items()``
+    is its own weight table (``IdItemEncoder``) has nothing to save and sets False."""
+
     def __init__(self, catalog: ItemCatalog, dim: int) -> None:
         super().__init__()
         self.num_items = catalog.num_items
         self.dim = dim
+        self._vectors: tuple[tuple[tuple[int, int], ...], Tensor] | None = None
+        self._filling = False
 
     @abstractmethod
     def forward(self, items: Tensor) -> Tensor: ...
 
+    def __call__(self, items: Tensor) -> Tensor:
+        if self.inference_cache and not self._filling and self._inference():
+            return self.vectors()[items]
+        return super().__call__(items)
+
     def all_items(self) -> Tensor:
-        """Vectors of every item, ``[num_items + 1, dim]`` (row 0 is padding)."""
+        """Vectors of every item, ``[num_items + 1, dim]`` (row 0 is padding), computed afresh;
+        scoring reads them through :meth:`vectors`."""
         return self(torch.arange(self.num_items + 1, device=self._device()))
+
+    def vectors(self) -> Tensor:
+        """Every item's vector ``[num_items + 1, dim]`` as the model scores with them:
+        :meth:`all_items`, kept between calls in inference (see the class docstring)."""
+        if not (self.inference_cache and self._inference()):
+            return self.all_items()
+        key = self._state()
+        if self._vectors is None or self._vectors[0] != key:
+            self._vectors = None  # free the stale table before computing the new one
+            self._filling = True
+            try:
+                self._vectors = (key, self.all_items())
+            finally:
+                self._filling = False
+        return self._vectors[1]
+
+    def clear_vectors(self) -> None:
+        """Forget the inference table (after changing what the vectors depend on other than
+        this encoder's parameters and buffers)."""
+        self._vectors = None
+
+    def train(self, mode: bool = True) -> ItemEncoder:
+        if mode:
+            self._vectors = None  # training recomputes every step: free the memory
+        return super().train(mode)
+
+    def _inference(self) -> bool:
+        return not self.training and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+
+    def _state(self) -> tuple[tuple[int, int], ...]:
+        """Storage and in-place version of every parameter and dense buffer (sparse buffers,
+        such as a graph's adjacency, are rebuilt, not updated; tensors created in inference mode
+        keep no version and are not updated in place outside it)."""
+        tensors = (*self.parameters(), *(b for b in self.buffers() if b.layout == torch.strided))
+        return tuple((t.data_ptr(), 0 if t.is_inference() else t._version) for t in tensors)
 
     def _device(self) -> torch.device:
         for tensor in self.parameters():

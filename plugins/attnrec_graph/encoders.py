@@ -2,9 +2,11 @@
 
 A graph encoder is the model's ``ItemEncoder`` and also holds the per-user embeddings,
 because propagation couples the two: :meth:`GraphEncoder.propagate` returns both tables and
-:class:`GraphUserEncoder` reads a batch's ``user`` rows from it. Propagation runs once per
-training step and once per evaluation epoch: its result is cached until a parameter changes
-(an optimiser step), grad mode or train/eval mode flips, or :meth:`GraphEncoder.clear` is called.
+:class:`GraphUserEncoder` reads a batch's ``user`` rows from it. One propagation serves both
+sides: its result is kept until a parameter changes (an optimiser step), grad mode or train/eval
+mode flips, or :meth:`GraphEncoder.clear` is called, so a training step propagates once and an
+evaluation pass once (the item vectors then come from the core's inference cache,
+:meth:`attnrec.interfaces.ItemEncoder.vectors`; this keeps the user side of the same pass).
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@ NRMS's user encoder.
 
 A news vector depends only on the article's text, and a batch names the same article many
 times (histories overlap, candidates repeat), so :class:`NewsEncoder` encodes each distinct
-id once per training step and, in evaluation, encodes the whole catalogue once and reuses it
-until the model trains again (``.train()`` clears it).
+id once per training step; in evaluation the core's inference cache
+(:class:`attnrec.interfaces.ItemEncoder`) encodes the whole catalogue once per pass.
 """
 
 from __future__ import annotations
@@ -23,16 +23,13 @@ from .text import resolve_model
 
 
 class NewsEncoder(ItemEncoder):
-    """Base of text news encoders: per-step de-duplication and an evaluation cache.
-
-    Subclasses implement :meth:`encode` for a 1-D tensor of distinct ids. The evaluation cache
-    assumes eval mode means inference: weights changed in eval mode call for ``clear_cache()``.
-    """
+    """Base of text news encoders: each distinct id encoded once per step, the catalogue in
+    chunks of ``chunk_size`` titles. Subclasses implement :meth:`encode` for a 1-D tensor of
+    distinct ids."""
 
     def __init__(self, catalog: ItemCatalog, dim: int, chunk_size: int = 1024) -> None:
         super().__init__(catalog, dim)
         self.chunk_size = chunk_size
-        self._eval_vectors: Tensor | None = None
 
     @abstractmethod
     def encode(self, ids: Tensor) -> Tensor:
@@ -47,26 +44,12 @@ class NewsEncoder(ItemEncoder):
         return out.index_put((real,), self.encode(ids[real]).to(out.dtype))
 
     def forward(self, items: Tensor) -> Tensor:
-        if not self.training:
-            return self.all_items()[items]
         unique, inverse = torch.unique(items, return_inverse=True)
         return self._encode(unique)[inverse]
 
     def all_items(self) -> Tensor:
         ids = torch.arange(self.num_items + 1, device=self._device())
-        if self.training:
-            return torch.cat([self._encode(chunk) for chunk in ids.split(self.chunk_size)])
-        if self._eval_vectors is None or self._eval_vectors.device != ids.device:
-            with torch.no_grad():
-                self._eval_vectors = torch.cat([self._encode(chunk) for chunk in ids.split(self.chunk_size)])
-        return self._eval_vectors
-
-    def clear_cache(self) -> None:
-        self._eval_vectors = None
-
-    def train(self, mode: bool = True) -> NewsEncoder:
-        self.clear_cache()
-        return super().train(mode)
+        return torch.cat([self._encode(chunk) for chunk in ids.split(self.chunk_size)])
 
 
 def _pool(pooling: AdditiveAttention, x: Tensor, present: Tensor, need_weights: bool) -> tuple[Tensor, Tensor | None]:

@@ -8,6 +8,8 @@ from ..interfaces import ItemCatalog, ItemEncoder
 class IdItemEncoder(ItemEncoder):
     """One learned vector per item id (row 0, padding, stays zero)."""
 
+    inference_cache = False  # all_items() is the weight table itself: nothing to compute
+
     def __init__(self, catalog: ItemCatalog, dim: int, dropout: float = 0.0, init_std: float = 0.02) -> None:
         super().__init__(catalog, dim)
         self.embedding = nn.Embedding(catalog.num_items + 1, dim, padding_idx=0)
