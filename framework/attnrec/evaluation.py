@@ -132,7 +132,7 @@ def rank_full(
         own = relevant & (targets >= lo) & (targets < hi)
         rb, rt = own.nonzero(as_tuple=True)
         ge[rb, rt, targets[rb, rt] - lo] = False
-        counts += ge.sum(dim=2)
+        counts += ge.view(torch.uint8).sum(dim=2, dtype=torch.int32)  # a bool sum runs ~8x slower on CPU
         kk = min(k, hi - lo)
         chunk_scores, chunk_idx = scores.topk(kk, dim=1)
         _check_finite(chunk_scores, "item")
