@@ -409,3 +409,25 @@ def test_inference_encodes_the_catalogue_once_per_pass_and_again_after_the_weigh
         assert not torch.allclose(before, after)
         assert torch.equal(after, cached.item_encoder.all_items())
     assert cached.item_encoder(torch.tensor([1])).requires_grad  # with gradients: the encoder itself
+
+
+def test_the_fused_catalogue_softmax_gives_the_loss_and_gradients_of_the_logits_path(monkeypatch) -> None:
+    datamodule = data()
+    datamodule.setup("fit")
+    batch = next(iter(datamodule.train_dataloader()))
+    L.seed_everything(0, verbose=False)
+    model = Recommender(datamodule.catalog, dim=16, user_encoder=ENCODER, ks=(10,)).eval()  # no dropout
+    assert model._fused_catalog_softmax()
+
+    def loss_and_grads() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        model.zero_grad()
+        loss, _ = model.training_loss(batch)
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    fused, fused_grads = loss_and_grads()
+    monkeypatch.setattr(Recommender, "_fused_catalog_softmax", lambda self: False)
+    plain, plain_grads = loss_and_grads()
+    assert torch.allclose(fused, plain, atol=1e-5)
+    assert len(fused_grads) == len(plain_grads) > 0
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(fused_grads, plain_grads))

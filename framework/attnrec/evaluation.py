@@ -58,17 +58,18 @@ class VectorScoring:
         self.encoder = None if isinstance(items, Tensor) else items
         self.item_vectors: Tensor | None = items if isinstance(items, Tensor) else None
 
-    def _all(self) -> Tensor:
+    def catalogue(self) -> Tensor:
+        """Every item's vector ``[N + 1, D]``."""
         if self.item_vectors is None:
             assert self.encoder is not None
             self.item_vectors = self.encoder.vectors()
         return self.item_vectors
 
     def chunk(self, lo: int, hi: int) -> Tensor:
-        return self.scorer(self.users, self._all()[lo:hi])
+        return self.scorer(self.users, self.catalogue()[lo:hi])
 
     def items(self, ids: Tensor) -> Tensor:
-        vectors = self.encoder(ids) if self.item_vectors is None and self.encoder is not None else self._all()[ids]
+        vectors = self.encoder(ids) if self.item_vectors is None and self.encoder is not None else self.catalogue()[ids]
         return self.scorer(self.users, vectors)
 
 

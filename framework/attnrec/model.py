@@ -19,7 +19,7 @@ from .checkpoints import CheckpointError, add_checksum, read_checkpoint, verify
 from .encoders import IdItemEncoder, TransformerUserEncoder
 from .evaluation import Ranking, RankingEvaluator, Scoring, VectorScoring, rank_candidates, rank_full
 from .interfaces import Batch, ItemCatalog, ItemEncoder, Loss, RecDataModule, Scorer, UserEncoder, UserEncoding
-from .losses import CrossEntropyLoss
+from .losses import CrossEntropyLoss, catalog_cross_entropy
 from .metrics import metric_legend
 from .scorers import DotScorer
 
@@ -217,11 +217,7 @@ class Recommender(L.LightningModule):
         positive plus sampled negatives (log-Q corrected when the loss asks for it), scored
         through :meth:`scoring` like evaluation."""
         scoring = self.scoring(batch, examples)
-        allowed = self.candidate_items()
-        if allowed is None:
-            allowed = torch.ones(self.catalog.num_items + 1, dtype=torch.bool, device=examples.positive.device)
-        allowed = allowed.clone()
-        allowed[0] = False
+        allowed = self._allowed(examples.positive.device)
         if self.loss.candidates == "catalog":
             logits = scoring.chunk(0, self.catalog.num_items + 1)
             return logits, examples.positive, allowed.expand_as(logits)
@@ -239,13 +235,39 @@ class Recommender(L.LightningModule):
             logits = logits - logq[examples.rows, examples.positions]
         return logits, torch.zeros_like(examples.positive), mask
 
+    def _allowed(self, device: torch.device) -> Tensor:
+        allowed = self.candidate_items()
+        if allowed is None:
+            allowed = torch.ones(self.catalog.num_items + 1, dtype=torch.bool, device=device)
+        allowed = allowed.clone()
+        allowed[0] = False
+        return allowed
+
+    def _fused_catalog_softmax(self) -> bool:
+        """Whether the loss is the plain catalogue softmax over dot products of the default
+        scoring, which :func:`~attnrec.losses.catalog_cross_entropy` computes without the
+        ``[M, N]`` logits (a subclass's own ``scoring`` or ``candidate_logits`` is always used)."""
+        cls = type(self)
+        return (
+            type(self.loss) is CrossEntropyLoss
+            and type(self.scorer) is DotScorer
+            and cls.scoring is Recommender.scoring
+            and cls.candidate_logits is Recommender.candidate_logits
+        )
+
     def training_loss(self, batch: Batch) -> tuple[Tensor, Examples]:
         """The loss of a training batch — the (weighted) mean over its examples plus
         :meth:`regularization` — and those examples. :meth:`training_step` logs and returns it;
         differentially private training (:mod:`attnrec.privacy`) calls it on one user's row at
         a time, so each user's gradient is that of their own mean loss."""
         examples = self.training_examples(batch)
-        per_example = self.loss(*self.candidate_logits(batch, examples))
+        if self._fused_catalog_softmax():
+            scoring = self.scoring(batch, examples)
+            assert isinstance(scoring, VectorScoring)
+            per_example = catalog_cross_entropy(scoring.users, scoring.catalogue(), examples.positive,
+                                                self._allowed(examples.positive.device))  # fmt: skip
+        else:
+            per_example = self.loss(*self.candidate_logits(batch, examples))
         weights = self.example_weights(batch, examples)
         if weights is None:
             loss = per_example.mean()
