@@ -121,3 +121,37 @@ def test_repeated_rows_are_found_as_pandas_finds_them() -> None:
     times[:10] = -0.0  # equal to 0.0
     expected = pd.DataFrame({"pair": pairs, "time": times}).duplicated().to_numpy()
     assert 0 < expected.sum() < len(pairs) and np.array_equal(_repeated(pairs, times), expected)
+    for n in (0, 1):
+        assert _repeated(pairs[:n], times[:n]).tolist() == [False] * n
+
+
+def test_a_loaders_dictionary_ids_count_each_id_once() -> None:
+    """A loader may return id columns dictionary-encoded, with a value twice in a dictionary;
+    duplicates, k-core and the id maps see one id per value, as for the plain column."""
+    import pyarrow as pa
+    from attnrec.data import Loaded
+
+    users = ["u1", "u1", "u1", "u2", "u2", "u2", "u2"]
+    items = ["a", "b", "a", "a", "b", "c", "c"]
+    dictionary = pa.array(["u1", "u2", "u1"])  # rows 1 and 2 name u1 through the third entry
+    codes = pa.array([0, 2, 2, 1, 1, 1, 1], pa.int32())
+
+    class Dictionaries(InteractionDataModule):
+        def __init__(self, encoded: bool, **kwargs) -> None:
+            super().__init__(**kwargs)
+            self.encoded = encoded
+
+        def load(self) -> Loaded:
+            user = pa.DictionaryArray.from_arrays(codes, dictionary) if self.encoded else pa.array(users)
+            return Loaded(pa.table({"user": user, "item": items, "timestamp": [1.0, 2.0, 1.0, 1.0, 2.0, 3.0, 3.0]}))
+
+    modules = []
+    for encoded in (False, True):
+        with pytest.warns(UserWarning, match=r"dropped 2 interactions .* e\.g\. user 'u1', item 'a' at time 1\.0"):
+            modules.append(Dictionaries(encoded, k_core=2))
+            modules[-1].setup()
+    plain, dictionaries = modules
+    assert dictionaries.user_map.raw == plain.user_map.raw == [None, "u1", "u2"] and dictionaries.num_interactions == 4
+    for part in ("train", "val", "test"):
+        ours, theirs = getattr(dictionaries.split_data, part), getattr(plain.split_data, part)
+        assert all(np.array_equal(a, b) for a, b in zip(ours, theirs))

@@ -7,6 +7,7 @@ from collections import Counter
 import datasets
 import numpy as np
 import pytest
+import torch
 from attnrec.data import InteractionDataModule, k_core
 
 
@@ -170,3 +171,27 @@ def test_k_core_in_the_data_module_records_filtering() -> None:
     counts = Counter(int(i) for u in range(1, dm.num_users + 1) for p in ("train", "val", "test")
                      for i in getattr(dm.split_data, p)[u])  # fmt: skip
     assert min(counts.values()) >= 3
+
+
+@pytest.mark.parametrize(
+    "times",
+    [
+        np.arange(300) % 7 * 1e9,  # whole seconds, many ties: one int64 key
+        (np.arange(300) % 7).astype(np.int32) - 3,  # integer times below zero
+        np.arange(300) % 7 + 0.5,  # fractions: Arrow's sort
+        np.where(np.arange(300) % 2, 0.0, 2.0**60),  # a span the key cannot hold
+    ],
+)
+def test_sequences_order_each_user_by_time_ties_in_the_given_order(times: np.ndarray) -> None:
+    from attnrec.data.interactions import sequences
+
+    rng = np.random.default_rng(0)
+    order = rng.permutation(300)
+    users, times = rng.integers(1, 9, 300)[order], times[order]
+    items = np.arange(300)  # each row's own item shows where it went
+    expected = np.lexsort((items, times, users))  # ties by row
+    threads = torch.get_num_threads()
+    got = sequences(users, items, times, 9)
+    assert torch.get_num_threads() == threads  # the sort's one thread was given back
+    assert len(got) == 10 and len(got[0]) == 0
+    assert np.concatenate(got).tolist() == items[expected].tolist()

@@ -235,3 +235,63 @@ def test_a_parquet_files_pandas_index_is_no_column(tmp_path: Path) -> None:
     frame = pd.DataFrame({"item": ["a", "b"], "title": ["A", "B"]}, index=[5, 7])
     frame.to_parquet(tmp_path / "items.parquet")
     assert read_table(str(tmp_path / "items.parquet"), required=("item",), extra=True).column_names == ["item", "title"]
+
+
+@pytest.mark.parametrize(
+    "text, integer_ids",
+    [
+        ("user,item,timestamp\n 1,a,1\n1.0,b,2\n+2,a,3\n2,c,4\n1,a,5\n", False),  # respelled integers merge
+        ("user,item,timestamp\nu1,a,1\nu1 ,b,2\nu2,a,3\nu1,a,4\n", False),  # whitespace merges
+        ("user,item,timestamp\nu1,a,1\nu2,b,2\nu1,a,3\n", False),  # nothing respelled
+        ("user,item,timestamp\n1,7,1\n01,7.0,2\n2,8,3\n", True),  # integer ids
+    ],
+)
+def test_dictionary_ids_are_the_plain_ids_encoded(tmp_path: Path, text: str, integer_ids: bool) -> None:
+    import warnings
+
+    from attnrec.data import read_table
+
+    path = write(tmp_path / "log.csv", text)
+    read = {}
+    for encoded in (False, True):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            read[encoded] = read_table(str(path), integer_ids=integer_ids, dictionary_ids=encoded)
+        read[encoded, "warnings"] = [str(w.message) for w in caught]
+    plain, encoded = read[False], read[True]
+    assert read[True, "warnings"] == read[False, "warnings"]
+    for name in ("user", "item"):
+        column = encoded[name].chunk(0)
+        assert column.type.value_type == plain[name].type and column.dictionary.to_pylist() == list(
+            dict.fromkeys(plain[name].to_pylist())
+        )  # each id once, in order of first appearance
+        assert column.dictionary_decode().to_pylist() == plain[name].to_pylist()
+    assert encoded["timestamp"].equals(plain["timestamp"])
+
+
+def test_distinct_ids_of_a_dictionary_column_are_those_of_its_values() -> None:
+    import pyarrow as pa
+    from attnrec.data.tables import Distinct
+
+    chunks = [
+        pa.DictionaryArray.from_arrays(pa.array([1, 0, None, 1], pa.int32()), pa.array(["b", "a"])),
+        pa.DictionaryArray.from_arrays(pa.array([0, 2, 1, 2], pa.int32()), pa.array(["c", "a", "b"])),
+        pa.DictionaryArray.from_arrays(pa.array([0, 1], pa.int32()), pa.array(["d", "d"])),  # one value twice
+    ]
+    column = pa.chunked_array(chunks)
+    ours, theirs = Distinct.of(column), Distinct.of(column.cast(pa.string()))
+    assert ours.codes.tolist() == theirs.codes.tolist() == [0, 1, -1, 0, 2, 1, 0, 1, 3, 3]  # a b - a c b a b d d
+    assert ours.values.equals(theirs.values)
+
+
+def test_categorical_ids_read_as_their_values(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from attnrec.data import read_table
+
+    frame = pd.DataFrame({"user": ["u2", "u1 ", "u1", "u2", "u3"], "item": ["a", "b", "a", "c", "c"]})
+    categorical = frame.astype("category")
+    pq.write_table(pa.Table.from_pandas(categorical), tmp_path / "log.parquet", row_group_size=2)  # 3 dictionaries
+    with pytest.warns(UserWarning, match=r"'user': user ids written in more than one way: 1 \(e\.g\. 'u1 ' and 'u1'\)"):
+        tables = [read_table(frame), read_table(categorical), read_table(str(tmp_path / "log.parquet"))]
+    assert all(table.to_pydict() == tables[0].to_pydict() for table in tables)

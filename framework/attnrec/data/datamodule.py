@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from torch.utils.data import DataLoader, Sampler
 
 from ..interfaces import Batch, ItemCatalog, RecDataModule
-from .interactions import IdMap, Split, SplitName, k_core, split
+from .interactions import IdMap, Split, SplitName, k_core_codes, radix_sort, split
 from .sequences import Batching, Collate, EvalLists, LengthGroupedSampler, NegativeSampler, Sampling, TrainWindows
 from .tables import DataFormatError, Distinct, read_table, to_arrow
 
@@ -118,7 +119,7 @@ class SequenceDataModule(RecDataModule):
             return
         loaded = self.load()
         table = to_arrow(loaded.interactions)
-        users, items = Distinct.of(table.column("user")), Distinct.of(table.column("item"))
+        users, items = _ids(table.column("user")), _ids(table.column("item"))
         for name, ids in (("user", users), ("item", items)):
             if (ids.codes < 0).any():
                 row = int(np.argmax(ids.codes < 0)) + 1
@@ -131,7 +132,7 @@ class SequenceDataModule(RecDataModule):
         user_codes, item_codes, times = users.codes[rows], items.codes[rows], times[rows]
         filtering = loaded.filtering
         if self.k_core > 1:
-            kept = k_core(user_codes, item_codes, self.k_core)
+            kept = k_core_codes(user_codes, item_codes, self.k_core)
             rows, user_codes, item_codes, times = rows[kept], user_codes[kept], item_codes[kept], times[kept]
             filtering = f"{self.k_core}-core" + ("" if filtering == "none" else f" after {filtering}")
             if len(rows) == 0:
@@ -140,14 +141,15 @@ class SequenceDataModule(RecDataModule):
         self.item_map, item_ids = IdMap.of_codes(item_codes, items.values, "item")
         self.split_data: Split = self.build_split(user_ids, item_ids, times, rows)
         train = self.split_data.train
-        popularity = np.bincount(np.concatenate(train), minlength=len(self.item_map) + 1)
+        trained = np.concatenate(train)
+        popularity = np.bincount(trained, minlength=len(self.item_map) + 1)
         edge_users = np.repeat(np.arange(len(train)), [len(seq) for seq in train])
         self._catalog = ItemCatalog(
             num_items=len(self.item_map),
             popularity=torch.as_tensor(popularity, dtype=torch.float32),
             raw_ids=list(self.item_map.raw),
             num_users=len(self.user_map),
-            train_edges=torch.as_tensor(np.stack([edge_users, np.concatenate(train)])),
+            train_edges=torch.as_tensor(np.stack([edge_users, trained])),
             **self.item_side(None if loaded.items is None else to_arrow(loaded.items)),
         )
         self._filtering = filtering
@@ -391,14 +393,30 @@ class SequenceDataModule(RecDataModule):
 
 def _repeated(pairs: np.ndarray, times: np.ndarray) -> np.ndarray:
     """Which rows repeat an earlier row's (pair, time), as ``DataFrame.duplicated`` finds them,
-    a third of its time on a large log: one hash of an int64 that mixes the two finds the few
-    rows that may repeat one, and only those are compared exactly."""
+    in a fraction of its time on a large log: an int64 that mixes the two, sorted (3x faster than
+    hashing 20M of them), finds the few rows that may repeat one, and only those are compared
+    exactly."""
     bits = (times + 0.0).view(np.int64)  # equal times, equal bits (+ 0.0 turns -0.0 into 0.0)
-    mixed = pairs * np.int64(-7046029254386353131) ^ bits  # wraps around, as intended
-    maybe = np.flatnonzero(pd.Series(mixed).duplicated(keep=False).to_numpy())
+    mixed, order = radix_sort(pairs * np.int64(-7046029254386353131) ^ bits)  # wraps around, as intended
+    same = mixed[1:] == mixed[:-1]
+    twice = np.zeros(len(pairs), dtype=bool)  # equal to the next or the previous one
+    twice[:-1] = same
+    twice[1:] |= same
+    maybe = np.sort(order[twice])
     repeated = np.zeros(len(pairs), dtype=bool)
     repeated[maybe] = pd.DataFrame({"pair": pairs[maybe], "time": times[maybe]}).duplicated().to_numpy()
     return repeated
+
+
+def _ids(column: pa.ChunkedArray) -> Distinct:
+    """An id column as codes into its distinct ids: a dictionary column's own codes
+    (``read_table(dictionary_ids=True)`` encoded the ids already; hashing 20M of them again
+    costs seconds); here the order of the distinct ids does not matter."""
+    if pa.types.is_dictionary(column.type) and column.num_chunks == 1 and not column.chunk(0).dictionary.null_count:
+        array = column.chunk(0)
+        codes = array.indices if not array.indices.null_count else pc.fill_null(array.indices, -1)
+        return Distinct(codes.to_numpy(), array.dictionary).renamed(array.dictionary)  # one id, one code
+    return Distinct.of(column)
 
 
 def _codes(values: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -431,13 +449,13 @@ class InteractionDataModule(SequenceDataModule):
 
     def load(self) -> Loaded:
         if self.table is not None:
-            return Loaded(read_table(self.table, self.columns))
+            return Loaded(read_table(self.table, self.columns, dictionary_ids=True))
         if self.path is None:
             raise ValueError(f"{type(self).__name__}: give path= (an interactions file) or table= (a table)")
         # the item table names its item column as the interactions do
         item_column = {"item": self.columns["item"]} if self.columns and "item" in self.columns else None
         items = read_table(self.items_path, item_column, required=("item",), extra=True) if self.items_path else None
-        return Loaded(read_table(self.path, self.columns, sep=self.sep), items)
+        return Loaded(read_table(self.path, self.columns, sep=self.sep, dictionary_ids=True), items)
 
     @property
     def name(self) -> str:

