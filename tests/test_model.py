@@ -431,3 +431,33 @@ def test_the_fused_catalogue_softmax_gives_the_loss_and_gradients_of_the_logits_
     assert torch.allclose(fused, plain, atol=1e-5)
     assert len(fused_grads) == len(plain_grads) > 0
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(fused_grads, plain_grads))
+
+
+def test_the_inference_cache_follows_autocast_and_inference_mode_weights() -> None:
+    catalog = data().catalog
+    with torch.inference_mode():  # weights made in inference mode keep no version counter
+        encoder = CountingEncoder(catalog, 8).eval()
+        before = encoder.vectors().clone()
+        encoder.mlp[0].weight.mul_(2)
+        assert not torch.allclose(encoder.vectors(), before)  # never served stale
+    encoder = CountingEncoder(catalog, 8).eval()
+    ids = torch.tensor([1, 2])
+    with torch.no_grad():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert encoder(ids).dtype == torch.bfloat16
+        assert encoder(ids).dtype == torch.float32  # not the table filled under autocast
+
+
+def test_conformance_catches_a_forward_that_disagrees_with_all_items() -> None:
+    from attnrec.testing import check_item_encoder
+
+    class Shifted(CountingEncoder):
+        def forward(self, items: torch.Tensor) -> torch.Tensor:
+            return super().forward(items) + 100
+
+        def all_items(self) -> torch.Tensor:
+            return super().forward(torch.arange(self.num_items + 1))
+
+    check_item_encoder(CountingEncoder)
+    with pytest.raises(AssertionError, match="disagrees with forward"):
+        check_item_encoder(Shifted)

@@ -243,28 +243,28 @@ class ItemEncoder(nn.Module, ABC):
         super().__init__()
         self.num_items = catalog.num_items
         self.dim = dim
-        self._vectors: tuple[tuple[tuple[int, int], ...], Tensor] | None = None
+        self._vectors: tuple[tuple, Tensor] | None = None
         self._filling = False
 
     @abstractmethod
     def forward(self, items: Tensor) -> Tensor: ...
 
-    def __call__(self, items: Tensor) -> Tensor:
-        if self.inference_cache and not self._filling and self._inference():
+    def __call__(self, items: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        if not args and not kwargs and self.inference_cache and not self._filling and self._inference():
             return self.vectors()[items]
-        return super().__call__(items)
+        return super().__call__(items, *args, **kwargs)
 
     def all_items(self) -> Tensor:
         """Vectors of every item, ``[num_items + 1, dim]`` (row 0 is padding), computed afresh;
         scoring reads them through :meth:`vectors`."""
-        return self(torch.arange(self.num_items + 1, device=self._device()))
+        return nn.Module.__call__(self, torch.arange(self.num_items + 1, device=self._device()))
 
     def vectors(self) -> Tensor:
         """Every item's vector ``[num_items + 1, dim]`` as the model scores with them:
         :meth:`all_items`, kept between calls in inference (see the class docstring)."""
-        if not (self.inference_cache and self._inference()):
+        key = self._state() if self.inference_cache and self._inference() else None
+        if key is None:
             return self.all_items()
-        key = self._state()
         if self._vectors is None or self._vectors[0] != key:
             self._vectors = None  # free the stale table before computing the new one
             self._filling = True
@@ -284,15 +284,23 @@ class ItemEncoder(nn.Module, ABC):
             self._vectors = None  # training recomputes every step: free the memory
         return super().train(mode)
 
+    def __getstate__(self) -> dict[str, Any]:
+        return super().__getstate__() | {"_vectors": None}  # copies and pickles compute their own table
+
     def _inference(self) -> bool:
         return not self.training and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
 
-    def _state(self) -> tuple[tuple[int, int], ...]:
-        """Storage and in-place version of every parameter and dense buffer (sparse buffers,
-        such as a graph's adjacency, are rebuilt, not updated; tensors created in inference mode
-        keep no version and are not updated in place outside it)."""
+    def _state(self) -> tuple | None:
+        """What the table depends on: the storage and in-place version of every parameter and
+        dense buffer (sparse buffers, such as a graph's adjacency, are rebuilt, not updated) and
+        the autocast state, which sets the table's dtype. None, so no caching, when a tensor was
+        made in inference mode: such a tensor keeps no version, and may change in place inside it."""
         tensors = (*self.parameters(), *(b for b in self.buffers() if b.layout == torch.strided))
-        return tuple((t.data_ptr(), 0 if t.is_inference() else t._version) for t in tensors)
+        if any(t.is_inference() for t in tensors):
+            return None
+        device = self._device().type
+        autocast = torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device)
+        return (autocast, *((t.data_ptr(), t._version) for t in tensors))
 
     def _device(self) -> torch.device:
         for tensor in self.parameters():

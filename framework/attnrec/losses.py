@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch.autograd.function import once_differentiable
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -63,30 +64,36 @@ class _ChunkedCatalogCrossEntropy(torch.autograd.Function):
     whole: memory is ``O(chunk x N)``, and on a CPU each chunk's logits, softmax and gradient stay
     in cache instead of making a dozen passes through memory. The backward recomputes each
     chunk's logits (one matmul more than autograd's three). Hand-written for that memory and
-    speed, as Cut Cross-Entropy (Wijmans et al., 2024) and gSASRec's successors do on GPUs."""
+    speed, as Cut Cross-Entropy (Wijmans et al., 2024) and gSASRec's successors do on GPUs.
+    Both passes run in float32 with autocast off (the backward's recomputed logits must be the
+    forward's); first-order gradients only."""
 
     @staticmethod
     def forward(ctx: Any, users: Tensor, items: Tensor, positive: Tensor, bias: Tensor, chunk: int) -> Tensor:
         lse, chosen = users.new_empty(len(users)), users.new_empty(len(users))
-        for lo in range(0, len(users), chunk):
-            logits = torch.addmm(bias, users[lo : lo + chunk], items.T)
-            lse[lo : lo + chunk] = torch.logsumexp(logits, dim=1)
-            chosen[lo : lo + chunk] = logits.gather(1, positive[lo : lo + chunk].unsqueeze(1)).squeeze(1)
+        with torch.autocast(users.device.type, enabled=False):
+            for lo in range(0, len(users), chunk):
+                logits = torch.addmm(bias, users[lo : lo + chunk], items.T)
+                lse[lo : lo + chunk] = torch.logsumexp(logits, dim=1)
+                chosen[lo : lo + chunk] = logits.gather(1, positive[lo : lo + chunk].unsqueeze(1)).squeeze(1)
         ctx.save_for_backward(users, items, positive, bias, lse)
         ctx.chunk = chunk
         return lse - chosen
 
     @staticmethod
+    @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor, None, None, None]:
         users, items, positive, bias, lse = ctx.saved_tensors
+        grad = grad.float()
         d_users, d_items = torch.empty_like(users), torch.zeros_like(items)
-        for lo in range(0, len(users), ctx.chunk):
-            part = slice(lo, lo + ctx.chunk)
-            probs = torch.addmm(bias, users[part], items.T).sub_(lse[part].unsqueeze(1)).exp_()
-            probs.scatter_add_(1, positive[part].unsqueeze(1), -torch.ones_like(lse[part]).unsqueeze(1))
-            probs.mul_(grad[part].unsqueeze(1))
-            torch.mm(probs, items, out=d_users[part])
-            d_items.addmm_(probs.T, users[part])
+        with torch.autocast(users.device.type, enabled=False):
+            for lo in range(0, len(users), ctx.chunk):
+                part = slice(lo, lo + ctx.chunk)
+                probs = torch.addmm(bias, users[part], items.T).sub_(lse[part].unsqueeze(1)).exp_()
+                probs.scatter_add_(1, positive[part].unsqueeze(1), -torch.ones_like(lse[part]).unsqueeze(1))
+                probs.mul_(grad[part].unsqueeze(1))
+                torch.mm(probs, items, out=d_users[part])
+                d_items.addmm_(probs.T, users[part])
         return d_users, d_items, None, None, None
 
 

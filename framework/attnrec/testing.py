@@ -100,11 +100,13 @@ def check_item_encoder(factory: Callable[[ItemCatalog, int], ItemEncoder], catal
     name = type(encoder).__name__
     ids = torch.randint(1, catalog.num_items + 1, (2, 3))
     with torch.no_grad():
-        vectors = encoder(ids)
+        vectors = encoder.forward(ids)  # not encoder(ids): in inference that is answered from all_items()
         everything = encoder.all_items()
+        cached = encoder(ids)
     assert vectors.shape == (2, 3, dim), f"{name}: ids [2, 3] gave {tuple(vectors.shape)}, expected (2, 3, {dim})"
     assert everything.shape == (catalog.num_items + 1, dim), f"{name}: all_items() must be [num_items + 1, dim]"
     assert torch.allclose(everything[ids], vectors, atol=1e-5), f"{name}: all_items() disagrees with forward()"
+    assert torch.allclose(cached, vectors, atol=1e-5), f"{name}: the inference cache disagrees with forward()"
 
 
 def check_user_encoder(factory: Callable[[int], UserEncoder], item_encoder: ItemEncoder | None = None, dim: int = 16) -> None:

@@ -65,8 +65,9 @@ class GraphEncoder(ItemEncoder):
         """How much each neighbour contributed to each node, per layer and head."""
 
     def propagate(self) -> Propagated:
-        # parameters' version counters move with every in-place update (optimiser steps, loads)
-        key = (self.training, torch.is_grad_enabled(), tuple(p._version for p in self.parameters()))
+        # parameters' version counters move with every in-place update (optimiser steps, loads);
+        # their storage with every replacement (load_state_dict(assign=True), device moves)
+        key = (self.training, torch.is_grad_enabled(), tuple((p.data_ptr(), p._version) for p in self.parameters()))
         if self._cache is not None and self._cache[0] == key:
             return self._cache[1]
         nodes = self._propagate(self.embedding.weight)

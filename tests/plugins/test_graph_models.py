@@ -161,3 +161,16 @@ def test_graph_recommender_refuses_a_non_graph_item_encoder() -> None:
 
     with pytest.raises(TypeError, match="graph item encoder"):
         GraphRecommender(SyntheticDataModule(**SMALL).catalog, dim=8, item_encoder=IdItemEncoder)
+
+
+def test_propagation_follows_weights_loaded_by_assignment() -> None:
+    """load_state_dict(assign=True) replaces the tensors without moving their version counters:
+    a propagation keyed on versions alone served the old vectors."""
+    catalog = SyntheticDataModule(**SMALL).catalog
+    torch.manual_seed(0)
+    model, other = LightGCNEncoder(catalog, 8).eval(), LightGCNEncoder(catalog, 8).eval()
+    with torch.no_grad():
+        model.propagate()
+        model.load_state_dict(other.state_dict(), assign=True)
+        assert torch.allclose(model.vectors(), other.vectors())
+        assert torch.allclose(model.users(torch.tensor([1, 2])), other.users(torch.tensor([1, 2])))
