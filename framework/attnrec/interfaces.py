@@ -224,9 +224,9 @@ class ItemEncoder(nn.Module, ABC):
     (the user encoder's history lookups, the candidates' and the whole catalogue's scores), so
     an encoder that computes (text, images, features, graph propagation) costs one catalogue
     pass per evaluation, not one per batch, and needs no cache of its own. The table is kept
-    while every parameter and buffer of the encoder keeps its storage and version: optimiser
-    steps, ``load_state_dict`` and moves to another device invalidate it; call
-    :meth:`clear_vectors` after changing anything else the vectors depend on. ``forward`` and
+    while every parameter and buffer of the encoder keeps its storage and version and autocast
+    its state: optimiser steps, ``load_state_dict`` and moves to another device invalidate it;
+    call :meth:`clear_vectors` after changing anything else the vectors depend on. ``forward`` and
     ``all_items`` must agree (``attnrec.testing`` checks it), and ``all_items`` must not call
     the encoder through the cache's own lookup (``self(...)`` is fine: it is bypassed then).
     """
