@@ -36,8 +36,8 @@ PROTOCOL = """Data: `../shared/data/amazon_s3rec/{Toys_and_Games,Sports_and_Outd
 items in time order; `attnrec.data.UserSequencesDataModule`). Protocol (the S3-Rec table's):
 leave-one-out (last item test, second-to-last validation), full ranking over all items with the
 user's training items masked, HR@10 / NDCG@10. Model: SASRec, full-softmax cross-entropy, dim 64,
-2 layers, 2 heads, max_len 50, AdamW with a constant lr, 256 windows per batch; dropout 0.2 and lr 1e-3
-unless a quality run says otherwise (`--dropout`, `--lr`).
+2 layers, 2 heads, max_len 50, AdamW, 256 windows per batch; dropout 0.2 and a constant lr 1e-3
+unless a quality run says otherwise (`--dropout`, `--lr`, `--schedule cosine` decaying over `--epochs`).
 Speed: the second and third training epochs and the second validation pass of each batching,
 same process and seed, and the seconds of an epoch spent in the catalogue softmax alone (random
 user vectors, as many as the batches have targets: the floor no batching goes below).
@@ -57,11 +57,11 @@ def datamodule(name: str, batching: str) -> Any:
     )
 
 
-def model(data: Any, lr: float = 1e-3, dropout: float = 0.2) -> Any:
+def model(data: Any, lr: float = 1e-3, dropout: float = 0.2, schedule: str = "constant") -> Any:
     from attnrec_ecommerce import SASRec
 
     return SASRec(data.catalog, dim=64, num_layers=2, num_heads=2, dropout=dropout, lr=lr, max_len=50,
-                  metrics=("HR", "NDCG"), ks=(10,), schedule="constant")  # fmt: skip
+                  metrics=("HR", "NDCG"), ks=(10,), schedule=schedule)  # fmt: skip
 
 
 def trainer(**kwargs: Any) -> Any:
@@ -148,13 +148,14 @@ def mean_se(values: list[float]) -> tuple[float, float]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
 
 
-def quality(name: str, minutes: float, lr: float = 1e-3, dropout: float = 0.2) -> dict[str, Any]:
+def quality(name: str, minutes: float, lr: float = 1e-3, dropout: float = 0.2, epochs: int = 10_000,
+            schedule: str = "constant") -> dict[str, Any]:  # fmt: skip
     import lightning as L
 
     L.seed_everything(0, verbose=False)
     data = datamodule(name, "length")
     data.setup("fit")
-    net = model(data, lr, dropout)
+    net = model(data, lr, dropout, schedule)
     curve: list[dict[str, float]] = []
     best = {"val": -1.0}
     start = time.perf_counter()
@@ -171,9 +172,9 @@ def quality(name: str, minutes: float, lr: float = 1e-3, dropout: float = 0.2) -
                               "test_HR@10": best["hr"][0], "test_NDCG@10": best["ndcg"][0]})  # fmt: skip
                 print(json.dumps({"set": name, **curve[-1]}), flush=True)
 
-    fit = trainer(max_time={"minutes": minutes}, max_epochs=10_000, callbacks=[TestOnImprovement()])
+    fit = trainer(max_time={"minutes": minutes}, max_epochs=epochs, callbacks=[TestOnImprovement()])
     fit.fit(net, data)
-    return {"set": name, "minutes": minutes, "lr": lr, "dropout": dropout, "epochs": fit.current_epoch, "best": best, "curve": curve,
+    return {"set": name, "minutes": minutes, "lr": lr, "dropout": dropout, "schedule": schedule, "epochs": fit.current_epoch, "best": best, "curve": curve,
             "users": data.num_users, "items": data.num_items}  # fmt: skip
 
 
@@ -205,7 +206,7 @@ def report(speeds: dict[str, list[dict[str, Any]]], results: list[dict[str, Any]
         for reference, (hr, ndcg) in PUBLISHED[name].items():
             lines.append(f"| {name} | {reference} (published) | {hr:.4f} | {ndcg:.4f} | – | – |")
         lines.append(
-            f"| {name} | attnrec SASRec, CE, length-aware, lr {result['lr']:g}, dropout {result['dropout']:g} | {best['hr'][0]:.4f} ± {best['hr'][1]:.4f} | "
+            f"| {name} | attnrec SASRec, CE, length-aware, lr {result['lr']:g} {result['schedule']}, dropout {result['dropout']:g} | {best['hr'][0]:.4f} ± {best['hr'][1]:.4f} | "
             f"{best['ndcg'][0]:.4f} ± {best['ndcg'][1]:.4f} | {best['epoch'] + 1} of {result['epochs']} | "
             f"{result['minutes']:g} |"
         )
@@ -227,6 +228,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--lr", type=float, default=1e-3, help="learning rate of the quality runs")
     parser.add_argument("--dropout", type=float, default=0.2, help="dropout of the quality runs")
+    parser.add_argument("--schedule", default="constant", help="lr schedule of the quality runs: constant or cosine")
+    parser.add_argument("--epochs", type=int, default=10_000, help="epoch limit of the quality runs (cosine decays over it)")
     parser.add_argument("--parts", default="speed,quality", help="speed, quality or both")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
@@ -234,7 +237,7 @@ def main() -> None:
     names = args.sets.split(",")
     parts = args.parts.split(",")
     speeds = {name: speed(name) for name in names} if "speed" in parts else {}
-    results = [quality(name, args.minutes, args.lr, args.dropout) for name in names] if "quality" in parts else []
+    results = [quality(name, args.minutes, args.lr, args.dropout, args.epochs, args.schedule) for name in names] if "quality" in parts else []
     text = report(speeds, results, "python benchmarks/sequential_amazon.py " + " ".join(sys.argv[1:]))
     print(text)
     Path(args.out).write_text(text)
