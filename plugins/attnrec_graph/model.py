@@ -28,8 +28,9 @@ class GraphRecommender(Recommender):
     ``GraphAttentionEncoder`` or ``KGAttentionEncoder``), scored by a dot product.
 
     Propagation runs once per training step and once per evaluation pass (the encoder keeps
-    it for the user side; the core's inference cache holds the item vectors). ``reg`` is LightGCN's L2 penalty on the layer-0 embeddings of each batch's users,
-    positives and negatives (``reg / 2 * ||.||^2`` averaged over the batch), added through
+    it for the user side; the core's inference cache holds the item vectors). ``reg`` is
+    LightGCN's L2 penalty on the layer-0 embeddings of each batch's users, positives and
+    negatives (``reg / 2 * ||.||^2`` averaged over the batch), added through
     :meth:`regularization` to any core loss (``BPRLoss`` by default; ``SampledSoftmaxLoss``,
     ``BCELoss`` and ``GBCELoss`` work too; ``CrossEntropyLoss`` scores the whole catalogue per
     step). Sampled losses need ``num_negatives >= 1`` in the data. Evaluation ranks all items
