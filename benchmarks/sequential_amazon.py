@@ -31,7 +31,9 @@ from pathlib import Path
 from typing import Any
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "amazon_s3rec"
+ML100K = DATA.parent / "ml-100k" / "ml-100k.inter"
 RESULTS = Path(__file__).parent / "results" / "sequential.md"
+PEER_RESULTS = Path(__file__).parent / "results" / "peer.md"
 PROTOCOL = """Data: `../shared/data/amazon_s3rec/{Toys_and_Games,Sports_and_Outdoors}.txt` (one line per user,
 items in time order; `attnrec.data.UserSequencesDataModule`). Protocol (the S3-Rec table's):
 leave-one-out (last item test, second-to-last validation), full ranking over all items with the
@@ -49,19 +51,21 @@ PUBLISHED = {  # S3-Rec repository table (all_rank.PNG): HR@10, NDCG@10
 }
 
 
-def datamodule(name: str, batching: str) -> Any:
-    from attnrec.data import UserSequencesDataModule
+def datamodule(name: str, batching: str, mask_seen: bool = True) -> Any:
+    from attnrec.data import MovieLensDataModule, UserSequencesDataModule
 
-    return UserSequencesDataModule(
-        path=str(DATA / f"{name}.txt"), max_len=50, batch_size=256, eval_batch_size=512, batching=batching, seed=0
-    )
+    if name == "ml-100k":  # the peer part only: the ML-100K benchmark's batches
+        return MovieLensDataModule(path=str(ML100K), max_len=50, batch_size=128, batching=batching, seed=0,
+                                   eval_mask_seen=mask_seen)  # fmt: skip
+    return UserSequencesDataModule(path=str(DATA / f"{name}.txt"), max_len=50, batch_size=256, eval_batch_size=512,
+                                   batching=batching, seed=0, eval_mask_seen=mask_seen)  # fmt: skip
 
 
-def model(data: Any, lr: float = 1e-3, dropout: float = 0.2, schedule: str = "constant") -> Any:
+def model(data: Any, lr: float = 1e-3, dropout: float = 0.2, schedule: str = "constant", **extra: Any) -> Any:
     from attnrec_ecommerce import SASRec
 
     return SASRec(data.catalog, dim=64, num_layers=2, num_heads=2, dropout=dropout, lr=lr, max_len=50,
-                  metrics=("HR", "NDCG"), ks=(10,), schedule=schedule)  # fmt: skip
+                  metrics=("HR", "NDCG"), ks=(10,), schedule=schedule, **extra)  # fmt: skip
 
 
 def trainer(**kwargs: Any) -> Any:
@@ -149,22 +153,29 @@ def mean_se(values: list[float]) -> tuple[float, float]:
 
 
 def quality(name: str, minutes: float, lr: float = 1e-3, dropout: float = 0.2, epochs: int = 10_000,
-            schedule: str = "constant") -> dict[str, Any]:  # fmt: skip
+            schedule: str = "constant", mask_seen: bool = True, **extra: Any) -> dict[str, Any]:  # fmt: skip
     import lightning as L
 
     L.seed_everything(0, verbose=False)
-    data = datamodule(name, "length")
+    data = datamodule(name, "length", mask_seen)
     data.setup("fit")
-    net = model(data, lr, dropout, schedule)
+    net = model(data, lr, dropout, schedule, **extra)
     curve: list[dict[str, float]] = []
     best = {"val": -1.0}
+    epoch_s: list[float] = []
     start = time.perf_counter()
 
     class TestOnImprovement(L.Callback):
+        def on_train_epoch_start(self, trainer: Any, module: Any) -> None:
+            self.began = time.perf_counter()
+
+        def on_train_epoch_end(self, trainer: Any, module: Any) -> None:  # after the epoch's validation
+            epoch_s.append(time.perf_counter() - self.began)
+
         def on_validation_end(self, trainer: Any, module: Any) -> None:  # after the module logged its metrics
             value = float(trainer.callback_metrics["val/NDCG@10"])
-            if value > best["val"]:
-                wall = time.perf_counter() - start
+            wall = time.perf_counter() - start
+            if value > best["val"] and wall <= minutes * 60:  # a validation ending after the budget does not count
                 hits, gains = per_user(module, data)
                 module.train()
                 best.update(val=value, epoch=trainer.current_epoch, hr=mean_se(hits), ndcg=mean_se(gains), wall=wall)
@@ -175,7 +186,84 @@ def quality(name: str, minutes: float, lr: float = 1e-3, dropout: float = 0.2, e
     fit = trainer(max_time={"minutes": minutes}, max_epochs=epochs, callbacks=[TestOnImprovement()])
     fit.fit(net, data)
     return {"set": name, "minutes": minutes, "lr": lr, "dropout": dropout, "schedule": schedule, "epochs": fit.current_epoch, "best": best, "curve": curve,
-            "users": data.num_users, "items": data.num_items}  # fmt: skip
+            "users": data.num_users, "items": data.num_items, "seconds_per_epoch": epoch_s, **extra}  # fmt: skip
+
+
+# attnrec's side of the ML-100K comparison: the ML-100K benchmark's SASRec (RecBole's dropout 0.5
+# on hidden states and attention, feed-forward 256, lr 2e-3; benchmarks/ecommerce_ml100k.py)
+ML100K_MODEL = dict(lr=2e-3, dropout=0.5, attention_dropout=0.5, ffn_dim=256, schedule="constant", epochs=10_000)
+
+
+def peer(name: str, minutes: float, threads: int, python: str, batch_size: int, **ours: Any) -> dict[str, Any]:
+    """RecBole's SASRec (in its own venv, a subprocess, alone) and then attnrec's, each under the
+    same wall-clock budget and RecBole's protocol (seen items rankable)."""
+    import os
+    import subprocess
+    import tempfile
+
+    source = ["--inter", str(ML100K)] if name == "ml-100k" else ["--lines", str(DATA / f"{name}.txt")]
+    command = [python, str(Path(__file__).with_name("recbole_peer.py")), *source, "--minutes", str(minutes),
+               "--threads", str(threads), "--batch-size", str(batch_size)]  # fmt: skip
+    env = os.environ | {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1", "OMP_NUM_THREADS": str(threads)}
+    with tempfile.TemporaryFile("w+") as errors:
+        run = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=errors, text=True)
+        lines = []
+        for line in run.stdout:  # type: ignore[union-attr]
+            print(f"recbole {name}: {line.rstrip()}", flush=True)
+            lines.append(line)
+        if run.wait():
+            errors.seek(0)
+            raise SystemExit(f"RecBole run failed ({' '.join(command)}):\n{errors.read()[-4000:]}")
+    recbole = json.loads(lines[-1]) | {"batch_size": batch_size}
+    if name == "ml-100k":
+        ours = ours | ML100K_MODEL
+    attnrec = quality(name, minutes, mask_seen=False, **ours)
+    return {"set": name, "minutes": minutes, "threads": threads, "recbole": recbole, "attnrec": attnrec}
+
+
+def peer_report(results: list[dict[str, Any]]) -> str:
+    lines = [
+        "## Side by side with RecBole 1.2.1's SASRec (same wall-clock budget, RecBole's protocol)",
+        "",
+        "Protocol (RecBole's for sequential models): leave-one-out by time, full ranking with the user's seen",
+        "items left rankable (RecBole masks no history for sequential models), HR@10 / NDCG@10 of the",
+        "best-validation epoch; an epoch counts only if its validation ended within the budget, and the",
+        "budget includes validation and test scoring. Both sides: CE over the whole catalogue, 2 layers,",
+        "2 heads, hidden 64, max length 50, one process on the same 2 cores, one after the other, nothing",
+        "else running. RecBole (`benchmarks/recbole_peer.py`, its own venv: numpy<2, setuptools<81,",
+        "`TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`) at its SASRec defaults (feed-forward 256, dropout 0.5, Adam",
+        "lr 1e-3), every prefix of a training sequence its own example; attnrec as its row says, every",
+        "training window scored at all its positions. ± is the standard error of the test mean over users.",
+        "",
+        "| set | framework | settings | HR@10 | NDCG@10 | best epoch / epochs in budget | s per epoch¹ | budget min |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]  # fmt: skip
+    for result in results:
+        rb, ours = result["recbole"], result["attnrec"]
+        rows = [("RecBole 1.2.1 SASRec", f"batch {rb['batch_size']}, dropout 0.5, ffn 256, lr 1e-3", rb),
+                ("attnrec SASRec", f"length-aware, dropout {ours['dropout']:g}"
+                 + (f", attention dropout {ours['attention_dropout']:g}" if "attention_dropout" in ours else "")
+                 + f", ffn {ours.get('ffn_dim') or 64}, lr {ours['lr']:g} {ours['schedule']}", ours)]  # fmt: skip
+        for label, settings, side in rows:
+            best, epochs = side["best"], side["seconds_per_epoch"]
+            if "hr" not in best:
+                metrics = "no epoch within the budget | –"
+            else:
+                metrics = f"{best['hr'][0]:.4f} ± {best['hr'][1]:.4f} | {best['ndcg'][0]:.4f} ± {best['ndcg'][1]:.4f}"
+            at = f"{best['epoch'] + 1} / {side['epochs']}" if "epoch" in best else f"– / {side['epochs']}"
+            lines.append(f"| {result['set']} | {label} | {settings} | {metrics} | {at} | "
+                         f"{sum(epochs) / max(1, len(epochs)):.1f} | {result['minutes']:g} |")  # fmt: skip
+    lines += ["", "¹ RecBole: training only; attnrec: training plus the epoch's validation and, when it improved, the",
+              "test scoring (Lightning's epoch hooks enclose both), so attnrec's figure is the larger by construction.",
+              "", "Commands (2 CPU cores; `<venv>` holds recbole==1.2.1, see `benchmarks/recbole_peer.py`):", ""]
+    lines += [f"- {result['set']}: `{result['command']}`" for result in results]
+    lines += ["", "Time to quality (test NDCG@10 of the best-validation model so far, wall seconds):", ""]
+    for result in results:
+        for label, side in (("RecBole", result["recbole"]), ("attnrec", result["attnrec"])):
+            points = ", ".join(f"{p['wall_s']:.0f} s: {p['test_NDCG@10']:.4f}" for p in side["curve"]) or "none"
+            lines.append(f"- {result['set']}, {label}: {points}")
+    lines += ["", f"<!-- results: {json.dumps(results)} -->"]
+    return "\n".join(lines) + "\n"
 
 
 def report(speeds: dict[str, list[dict[str, Any]]], results: list[dict[str, Any]], command: str) -> str:
@@ -230,18 +318,35 @@ def main() -> None:
     parser.add_argument("--dropout", type=float, default=0.2, help="dropout of the quality runs")
     parser.add_argument("--schedule", default="constant", help="lr schedule of the quality runs: constant or cosine")
     parser.add_argument("--epochs", type=int, default=10_000, help="epoch limit of the quality runs (cosine decays over it)")
-    parser.add_argument("--parts", default="speed,quality", help="speed, quality or both")
-    parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--parts", default="speed,quality", help="speed, quality, peer (RecBole side by side; also takes the set ml-100k)")
+    parser.add_argument("--recbole-python", help="python of a venv with recbole==1.2.1 (the peer part)")
+    parser.add_argument("--recbole-batch-size", type=int, default=2048, help="RecBole's training batch (its default 2,048)")
+    parser.add_argument("--out", default=None, help=f"results page (default {RESULTS}, or {PEER_RESULTS} for the peer part)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     names = args.sets.split(",")
     parts = args.parts.split(",")
+    command = "python benchmarks/sequential_amazon.py " + " ".join(sys.argv[1:])
+    if "peer" in parts:
+        if not args.recbole_python:
+            raise SystemExit("--parts peer needs --recbole-python: a venv with recbole==1.2.1, numpy<2, setuptools<81")
+        out = Path(args.out or PEER_RESULTS)
+        # the page keeps every set's last result, so sets with different budgets run as separate commands
+        kept = {r["set"]: r for r in json.loads(out.read_text().split("<!-- results: ")[1].split(" -->")[0])} if out.exists() else {}
+        for name in names:
+            result = peer(name, args.minutes, args.threads, args.recbole_python, args.recbole_batch_size, lr=args.lr,
+                          dropout=args.dropout, epochs=args.epochs, schedule=args.schedule)  # fmt: skip
+            kept[name] = result | {"command": command.replace(args.recbole_python, "<venv>/bin/python")}
+            out.write_text(peer_report(list(kept.values())))
+        print(out.read_text())
+        print(f"wrote {out}")
+        return
     speeds = {name: speed(name) for name in names} if "speed" in parts else {}
     results = [quality(name, args.minutes, args.lr, args.dropout, args.epochs, args.schedule) for name in names] if "quality" in parts else []
-    text = report(speeds, results, "python benchmarks/sequential_amazon.py " + " ".join(sys.argv[1:]))
+    text = report(speeds, results, command)
     print(text)
-    Path(args.out).write_text(text)
-    print(f"wrote {args.out}")
+    Path(args.out or RESULTS).write_text(text)
+    print(f"wrote {args.out or RESULTS}")
 
 
 if __name__ == "__main__":
