@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
 import tempfile
 import time
@@ -95,6 +96,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         name = write_atomic(args, root)
+        os.chdir(root)  # RecBole's Trainer writes ./log_tensorboard into the working folder
         config = Config(model="SASRec", dataset=name, config_dict={
             "data_path": str(root), "checkpoint_dir": str(root / "saved"), "USER_ID_FIELD": "user_id",
             "ITEM_ID_FIELD": "item_id", "TIME_FIELD": "timestamp",
