@@ -18,9 +18,9 @@ Part ``ann``: recall@10 of faiss HNSW / IVF against the exact top-10 (flat inner
 queries/s (one thread, batches of 256 queries) at 100K and 1M synthetic items (dim 64, 64
 clusters with varied norms) and for Toys' SASRec item vectors with its users' query vectors.
 Part ``compress``: the teacher (fp32), int8 dynamic quantisation of the user encoder, fp16 and
-int8 item tables, and a student (SASRec dim 32, one layer, also with an int8 item table)
-distilled from the teacher's scores for ``--student_minutes`` (``attnrec.compress.distill``,
-T = 2, alpha = 0.5, best validation epoch kept): size on disk of the model's weights, p50 latency of one user's top-10 (exact
+int8 item tables, and a smaller student SASRec (``--student_dim``, ``--student_layers``; also
+with an int8 item table) distilled from the teacher's scores for ``--student_minutes``
+(``attnrec.compress.distill``, T = 2, alpha = 0.5, best validation epoch kept): size on disk of the model's weights, p50 latency of one user's top-10 (exact
 ranking, 200 requests, one at a time) and test HR@10/NDCG@10 under the S3-Rec protocol.
 
     OMP_NUM_THREADS=2 python benchmarks/serving.py --minutes 10
@@ -262,9 +262,10 @@ def ann(ckpt: Path, sizes: list[int], num_queries: int, label: str) -> list[dict
 
 
 # --------------------------------------------------------------- compression
-def distilled_student(teacher: Any, data: Any, minutes: float, quick: bool) -> Any:
-    """SASRec with dim 32 and one layer trained on the teacher's scores (T = 2, alpha = 0.5)
-    for ``minutes``, the epoch of best validation NDCG@10 kept."""
+def distilled_student(teacher: Any, data: Any, minutes: float, quick: bool, shape: argparse.Namespace) -> Any:
+    """A smaller SASRec (``--student_dim``, ``--student_layers``) trained on the teacher's scores
+    (T = 2, alpha = 0.5) for ``minutes`` at ``--student_lr``, cosine-decayed over
+    ``--student_epochs`` (constant when 0), the epoch of best validation NDCG@10 kept."""
     import lightning as L
     from attnrec_ecommerce import SASRec
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -273,15 +274,17 @@ def distilled_student(teacher: Any, data: Any, minutes: float, quick: bool) -> A
 
     L.seed_everything(0, verbose=False)
     max_len = 20 if quick else 50
-    student = SASRec(data.catalog, dim=32, num_layers=1, num_heads=2, dropout=0.2, lr=1e-3, max_len=max_len,
-                     metrics=("HR", "NDCG"), ks=(10,), schedule="constant")  # fmt: skip
+    epochs = 2 if quick else shape.student_epochs or 10_000
+    student = SASRec(data.catalog, dim=shape.student_dim, num_layers=shape.student_layers, num_heads=2, dropout=0.2,
+                     lr=shape.student_lr, max_len=max_len, metrics=("HR", "NDCG"), ks=(10,),
+                     schedule="cosine" if shape.student_epochs else "constant")  # fmt: skip
     best = ModelCheckpoint(dirpath=str(SCRATCH / "student_runs"), monitor="val/NDCG@10", mode="max")
-    distill(teacher, student, data, max_time={"minutes": minutes}, max_epochs=2 if quick else 10_000, logger=False,
+    distill(teacher, student, data, max_time={"minutes": minutes}, max_epochs=epochs, logger=False,
             enable_progress_bar=False, num_sanity_val_steps=0, callbacks=[best])  # fmt: skip
     return type(student).load_from_checkpoint(best.best_model_path, map_location="cpu", weights_only=True).eval()
 
 
-def compression(ckpt: Path, quick: bool, student_minutes: float) -> list[dict[str, Any]]:
+def compression(ckpt: Path, quick: bool, student_minutes: float, shape: argparse.Namespace) -> list[dict[str, Any]]:
     import lightning as L
 
     from attnrec.compress import quantize_item_table, quantize_user_encoder, stored_bytes
@@ -294,8 +297,9 @@ def compression(ckpt: Path, quick: bool, student_minutes: float) -> list[dict[st
     for dtype in ("fp16", "int8"):
         smaller, size = quantize_item_table(model, dtype)
         variants.append((f"{dtype} item table", smaller, stored_bytes(model) - table_bytes + size))
-    student = distilled_student(model, data, student_minutes, quick)
-    variants.append(("distilled student (dim 32, 1 layer)", student, stored_bytes(student)))
+    student = distilled_student(model, data, student_minutes, quick, shape)
+    layers = f"{shape.student_layers} layer{'s' if shape.student_layers > 1 else ''}"
+    variants.append((f"distilled student (dim {shape.student_dim}, {layers})", student, stored_bytes(student)))
     student_table = student.item_encoder.embedding.weight.numel() * 4
     smaller, size = quantize_item_table(student, "int8")
     variants.append(("distilled student, int8 item table", smaller, stored_bytes(student) - student_table + size))
@@ -390,6 +394,10 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0, help="SASRec training budget when --ckpt is missing")
     parser.add_argument("--ckpt", default=str(DEFAULT_CKPT), help="the Toys checkpoint (trained and saved if missing)")
     parser.add_argument("--student_minutes", type=float, default=10.0, help="distillation budget of the student")
+    parser.add_argument("--student_dim", type=int, default=32)
+    parser.add_argument("--student_layers", type=int, default=1)
+    parser.add_argument("--student_lr", type=float, default=1e-3)
+    parser.add_argument("--student_epochs", type=int, default=0, help="cosine decay over this many epochs (0: constant lr)")
     parser.add_argument("--clients", default="1,8,32")
     parser.add_argument("--requests", type=int, default=5000, help="most requests per concurrency level")
     parser.add_argument("--seconds", type=float, default=60.0, help="most seconds per concurrency level")
@@ -419,7 +427,7 @@ def main() -> None:
         label = "synthetic shop (SASRec)" if args.quick else "Toys (SASRec)"
         results["ann"] = {"command": command, "rows": ann(ckpt, [int(s) for s in args.sizes.split(",")], args.queries, label)}
     if "compress" in parts:
-        results["compress"] = {"command": command, "rows": compression(ckpt, args.quick, args.student_minutes)}
+        results["compress"] = {"command": command, "rows": compression(ckpt, args.quick, args.student_minutes, args)}
     saved.write_text(json.dumps(results, indent=1) + "\n")
     text = report(results, args.quick)
     print(text)
