@@ -176,7 +176,7 @@ def main() -> None:
         *_table(rows),
         "",
         "Other video data: " + (", ".join(shared) if shared else
-                                "none in `/work/shared/data` (it holds ml-100k and gowalla only), so only the "
+                                "none in `../shared/data` (it holds ml-100k and gowalla only), so only the "
                                 "bundled sample is measured; KuaiRec/MicroLens runs need the downloads."),
     ]  # fmt: skip
     text = "\n".join(lines) + "\n"
