@@ -25,12 +25,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
+
+# the attnrec side's metric helpers (sequential_amazon.py imports only the standard library at
+# module level, so RecBole's venv can load it; this script runs from benchmarks/)
+from sequential_amazon import hit_and_gain, mean_se
 
 
 def write_atomic(args: argparse.Namespace, root: Path) -> str:
@@ -63,16 +66,10 @@ def per_user(trainer, data) -> tuple[list[float], list[float]]:  # noqa: ANN001
         for batch in data:
             _, scores, positive_u, positive_i = trainer._full_sort_batch_eval(batch)
             target = scores[positive_u, positive_i]
-            ranks = (scores > target[:, None]).sum(1).double() + 1
-            hits += (ranks <= 10).double().tolist()
-            gains += torch.where(ranks <= 10, 1.0 / torch.log2(ranks + 1.0), torch.zeros_like(ranks)).tolist()
+            hit, gain = hit_and_gain((scores > target[:, None]).sum(1) + 1)
+            hits += hit
+            gains += gain
     return hits, gains
-
-
-def mean_se(values: list[float]) -> tuple[float, float]:
-    n = len(values)
-    mean = sum(values) / n
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
 
 
 def main() -> None:

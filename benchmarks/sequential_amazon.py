@@ -140,10 +140,18 @@ def per_user(net: Any, data: Any) -> tuple[list[float], list[float]]:
     net.eval()
     with torch.no_grad():
         for batch in data.test_dataloader():
-            ranks = net.rank(batch).ranks[:, 0]
-            hits += (ranks <= 10).double().tolist()
-            gains += torch.where(ranks <= 10, 1.0 / torch.log2(ranks + 1.0), torch.zeros_like(ranks)).tolist()
+            hit, gain = hit_and_gain(net.rank(batch).ranks[:, 0])
+            hits += hit
+            gains += gain
     return hits, gains
+
+
+def hit_and_gain(ranks: Any) -> tuple[list[float], list[float]]:
+    """HR@10 and NDCG@10 of each one-target list from its target's 1-based rank (a tensor)."""
+    import torch
+
+    ranks = ranks.double()
+    return (ranks <= 10).double().tolist(), torch.where(ranks <= 10, 1.0 / torch.log2(ranks + 1.0), 0.0).tolist()
 
 
 def mean_se(values: list[float]) -> tuple[float, float]:
