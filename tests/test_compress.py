@@ -91,6 +91,79 @@ def test_distillation_loss_is_cross_entropy_when_the_student_agrees_and_pulls_it
         DistillationLoss()(teacher, positive, mask)
 
 
+def test_fused_distillation_equals_the_logits_form_in_value_and_gradient(monkeypatch) -> None:
+    """The model's fused path (:meth:`DistillationLoss.catalog_loss` on both models' vectors, in
+    chunks of 8 rows that split these 21 examples unevenly) against the loss on materialised
+    logits, excluded items included."""
+    import attnrec.compress
+
+    monkeypatch.setattr(attnrec.compress, "catalog_chunk", lambda users, items: 8)
+    generator = torch.Generator().manual_seed(4)
+    users = torch.randn(21, 6, generator=generator).requires_grad_()
+    items = torch.randn(40, 6, generator=generator).requires_grad_()
+    teacher_users, teacher_items = torch.randn(21, 10, generator=generator), torch.randn(40, 10, generator=generator)
+    positive = torch.randint(1, 40, (21,), generator=generator)
+    allowed = torch.rand(40, generator=generator) > 0.3
+    allowed[positive] = True
+    allowed[0] = False
+    weights = torch.rand(21, generator=generator)
+    loss = DistillationLoss(temperature=2.0, alpha=0.3)
+
+    loss.teacher_vectors = teacher_users, teacher_items
+    fused = loss.catalog_loss(users, items, positive, allowed)
+    (fused * weights).sum().backward()
+    grads = users.grad.clone(), items.grad.clone()
+    users.grad = items.grad = None
+    loss.teacher_vectors, loss.teacher_logits = None, teacher_users @ teacher_items.T
+    logits = users @ items.T
+    plain = loss(logits, positive, allowed.expand_as(logits))
+    (plain * weights).sum().backward()
+    assert torch.allclose(fused, plain, atol=1e-5)
+    assert torch.allclose(grads[0], users.grad, atol=1e-5) and torch.allclose(grads[1], items.grad, atol=1e-5)
+    assert (grads[1][~allowed] == 0).all()  # an excluded item gets nothing from either side
+
+
+def test_the_model_distils_through_the_fused_path_with_the_logits_paths_loss(trained, monkeypatch) -> None:
+    """A student's training loss under TeacherScores: fused (a dot-product teacher hands over
+    vectors) equals the logits path; a teacher without dot products hands over logits."""
+    from attnrec.compress import TeacherScores
+    from attnrec.scorers import CosineScorer
+
+    teacher, data = trained
+    batch = next(iter(data.train_dataloader()))
+    student = Recommender(data.catalog, dim=8, max_len=20, loss=DistillationLoss).eval()  # no dropout
+    assert student._fused_catalog_loss()
+    TeacherScores(teacher).on_train_batch_start(None, student, batch, 0)
+    assert student.loss.teacher_vectors is not None and student.loss.teacher_logits is None
+    fused, _ = student.training_loss(batch)
+    monkeypatch.setattr(Recommender, "_fused_catalog_loss", lambda self: False)
+    plain, _ = student.training_loss(batch)
+    assert torch.allclose(fused, plain, atol=1e-5)
+
+    cosine = Recommender(data.catalog, dim=8, max_len=20, scorer=CosineScorer)
+    TeacherScores(cosine).on_train_batch_start(None, student, batch, 0)
+    assert student.loss.teacher_vectors is None and student.loss.teacher_logits is not None
+    assert torch.isfinite(student.training_loss(batch)[0])
+
+
+def test_a_loss_that_overrides_forward_below_catalog_loss_is_not_bypassed(trained) -> None:
+    """The fused path calls ``catalog_loss`` only where the class that defines it also defines
+    the ``forward`` in use: a subclass of CrossEntropyLoss with its own forward gets it."""
+
+    class Doubled(CrossEntropyLoss):
+        def forward(self, logits, positive, mask=None):
+            return 2 * super().forward(logits, positive, mask)
+
+    _, data = trained
+    batch = next(iter(data.train_dataloader()))
+    L.seed_everything(0, verbose=False)
+    plain = Recommender(data.catalog, dim=8, max_len=20).eval()
+    doubled = Recommender(data.catalog, dim=8, max_len=20, loss=Doubled).eval()
+    doubled.load_state_dict(plain.state_dict())
+    assert plain._fused_catalog_loss() and not doubled._fused_catalog_loss()
+    assert torch.allclose(doubled.training_loss(batch)[0], 2 * plain.training_loss(batch)[0], atol=1e-5)
+
+
 @pytest.mark.slow
 def test_a_distilled_student_a_quarter_of_the_size_learns_from_the_teacher(trained) -> None:
     teacher, data = trained

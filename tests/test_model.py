@@ -417,7 +417,7 @@ def test_the_fused_catalogue_softmax_gives_the_loss_and_gradients_of_the_logits_
     batch = next(iter(datamodule.train_dataloader()))
     L.seed_everything(0, verbose=False)
     model = Recommender(datamodule.catalog, dim=16, user_encoder=ENCODER, ks=(10,)).eval()  # no dropout
-    assert model._fused_catalog_softmax()
+    assert model._fused_catalog_loss()
 
     def loss_and_grads() -> tuple[torch.Tensor, list[torch.Tensor]]:
         model.zero_grad()
@@ -426,7 +426,7 @@ def test_the_fused_catalogue_softmax_gives_the_loss_and_gradients_of_the_logits_
         return loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
 
     fused, fused_grads = loss_and_grads()
-    monkeypatch.setattr(Recommender, "_fused_catalog_softmax", lambda self: False)
+    monkeypatch.setattr(Recommender, "_fused_catalog_loss", lambda self: False)
     plain, plain_grads = loss_and_grads()
     assert torch.allclose(fused, plain, atol=1e-5)
     assert len(fused_grads) == len(plain_grads) > 0

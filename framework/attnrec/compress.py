@@ -24,15 +24,19 @@ from __future__ import annotations
 import copy
 import io
 import warnings
-from typing import Literal
+from typing import Any, Literal
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
+from .evaluation import VectorScoring
 from .interfaces import Batch, Loss
+from .losses import catalog_chunk
 from .model import Recommender
+from .scorers import DotScorer
 
 TableDtype = Literal["fp16", "int8"]
 MASKED = -1e9  # the logit of a masked candidate in DistillationLoss
@@ -94,9 +98,12 @@ class DistillationLoss(Loss):
     """``(1 - alpha) * CE(student, next item) + alpha * T^2 * KL(teacher_T || student_T)`` per
     example, over the catalogue (Hinton et al.'s soft targets; ``T`` = ``temperature``).
 
-    The teacher's logits for the batch's examples are set in :attr:`teacher_logits` by
-    :class:`TeacherScores` before each training step (the loss interface passes the student's
-    logits only); masked candidates (padding, excluded items) count on neither side."""
+    The teacher's scores for the batch's examples are set before each training step by
+    :class:`TeacherScores` (the loss interface passes the student's scores only): as
+    :attr:`teacher_vectors` (user and catalogue vectors) when the teacher scores by dot
+    products, else as :attr:`teacher_logits`. Masked candidates (padding, excluded items) count
+    on neither side. With dot-product vectors on both sides, :meth:`catalog_loss` computes the
+    loss without either model's ``[M, N]`` logits (:class:`_ChunkedCatalogDistillation`)."""
 
     candidates = "catalog"
 
@@ -106,12 +113,16 @@ class DistillationLoss(Loss):
             raise ValueError(f"DistillationLoss: alpha in [0, 1] and temperature > 0; got {alpha}, {temperature}")
         self.temperature, self.alpha = temperature, alpha
         self.teacher_logits: Tensor | None = None
+        self.teacher_vectors: tuple[Tensor, Tensor] | None = None
 
     def forward(self, logits: Tensor, positive: Tensor, mask: Tensor | None = None) -> Tensor:
         teacher = self.teacher_logits
+        if teacher is None and self.teacher_vectors is not None:
+            users, items = self.teacher_vectors
+            teacher = users @ items[: logits.shape[1]].T
         if teacher is None or teacher.shape != logits.shape:
             raise RuntimeError(
-                "DistillationLoss needs the teacher's logits of the same examples: train with the TeacherScores "
+                "DistillationLoss needs the teacher's scores of the same examples: train with the TeacherScores "
                 f"callback (got {None if teacher is None else tuple(teacher.shape)} for {tuple(logits.shape)})"
             )
         student, teacher = logits.float(), teacher.float()
@@ -123,11 +134,82 @@ class DistillationLoss(Loss):
         kl = (log_teacher.exp() * (log_teacher - F.log_softmax(student / t, dim=-1))).sum(dim=-1)
         return (1 - self.alpha) * hard + self.alpha * t * t * kl
 
+    def catalog_loss(self, users: Tensor, items: Tensor, positive: Tensor, allowed: Tensor) -> Tensor:
+        if self.teacher_vectors is None:
+            return self.forward(users @ items.T, positive, allowed.expand(len(users), -1))
+        teacher_users, teacher_items = self.teacher_vectors
+        if teacher_users.shape[0] != users.shape[0] or teacher_items.shape[0] != items.shape[0]:
+            raise RuntimeError(
+                f"DistillationLoss: the teacher's vectors {tuple(teacher_users.shape)} x {tuple(teacher_items.shape)} "
+                f"are not for these examples and items ({tuple(users.shape)} x {tuple(items.shape)})"
+            )
+        bias = torch.zeros(items.shape[0], device=items.device).masked_fill(~allowed, MASKED)
+        return _ChunkedCatalogDistillation.apply(
+            users.float(), items.float(), teacher_users.float(), teacher_items.float(), positive, bias,
+            self.temperature, self.alpha, catalog_chunk(users, items),
+        )  # fmt: skip
+
+
+class _ChunkedCatalogDistillation(torch.autograd.Function):
+    """:class:`DistillationLoss` of the student's ``users @ items.T`` against the teacher's
+    ``teacher_users @ teacher_items.T`` (both plus ``bias``: 0, or :data:`MASKED` for a masked
+    item), ``chunk`` rows at a time, forward and backward, as
+    :class:`~attnrec.losses._ChunkedCatalogCrossEntropy` does for the plain softmax.
+
+    Hand-written for speed: the logits path makes both models' ``[M, N]`` logits and about a
+    dozen ``[M, N]`` passes (masking, three log-softmaxes, the KL and their gradients), which
+    made a distillation step on Toys 7x a cross-entropy step. Per chunk, with
+    ``z`` the student's logits and ``p`` the teacher's softmax at ``T``:
+    ``loss = (1 - a) (lse(z) - z_pos) + a T^2 (sum p (t - z) / T - lse(t/T) + lse(z/T))`` and
+    ``d loss / d z = (1 - a) (softmax(z) - onehot) + a T (softmax(z/T) - p)``; the backward
+    recomputes both chunks' logits. float32, autocast off, first-order gradients only."""
+
+    @staticmethod
+    def forward(ctx: Any, users: Tensor, items: Tensor, teacher_users: Tensor, teacher_items: Tensor,
+                positive: Tensor, bias: Tensor, temperature: float, alpha: float, chunk: int) -> Tensor:  # fmt: skip
+        t = temperature
+        lse, lse_t, lse_teacher = (users.new_empty(len(users)) for _ in range(3))
+        loss = users.new_empty(len(users))
+        with torch.autocast(users.device.type, enabled=False):
+            for lo in range(0, len(users), chunk):
+                part = slice(lo, lo + chunk)
+                z = torch.addmm(bias, users[part], items.T)
+                teacher = torch.addmm(bias, teacher_users[part], teacher_items.T).div_(t)
+                lse[part], lse_t[part] = torch.logsumexp(z, dim=1), torch.logsumexp(z / t, dim=1)
+                lse_teacher[part] = torch.logsumexp(teacher, dim=1)
+                p = (teacher - lse_teacher[part].unsqueeze(1)).exp_()
+                cross = (p * (teacher - z / t)).sum(dim=1)  # sum p (t - z) / T: a masked item has p = 0
+                hard = lse[part] - z.gather(1, positive[part].unsqueeze(1)).squeeze(1)
+                loss[part] = (1 - alpha) * hard + alpha * t * t * (cross - lse_teacher[part] + lse_t[part])
+        ctx.save_for_backward(users, items, teacher_users, teacher_items, positive, bias, lse, lse_t, lse_teacher)
+        ctx.temperature, ctx.alpha, ctx.chunk = temperature, alpha, chunk
+        return loss
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        users, items, teacher_users, teacher_items, positive, bias, lse, lse_t, lse_teacher = ctx.saved_tensors
+        t, alpha, grad = ctx.temperature, ctx.alpha, grad.float()
+        d_users, d_items = torch.empty_like(users), torch.zeros_like(items)
+        with torch.autocast(users.device.type, enabled=False):
+            for lo in range(0, len(users), ctx.chunk):
+                part = slice(lo, lo + ctx.chunk)
+                z = torch.addmm(bias, users[part], items.T)
+                p = torch.addmm(bias, teacher_users[part], teacher_items.T).div_(t).sub_(lse_teacher[part].unsqueeze(1)).exp_()
+                soft = (z / t).sub_(lse_t[part].unsqueeze(1)).exp_().sub_(p).mul_(alpha * t)
+                dz = z.sub_(lse[part].unsqueeze(1)).exp_().mul_(1 - alpha).add_(soft)
+                dz.scatter_add_(1, positive[part].unsqueeze(1), torch.full_like(lse[part], alpha - 1).unsqueeze(1))
+                dz.mul_(grad[part].unsqueeze(1))
+                torch.mm(dz, items, out=d_users[part])
+                d_items.addmm_(dz.T, users[part])
+        return d_users, d_items, None, None, None, None, None, None, None
+
 
 class TeacherScores(L.Callback):
-    """Before each training step, the teacher's catalogue logits for the examples the student
+    """Before each training step, the teacher's catalogue scores for the examples the student
     trains on (``training_examples`` of the batch), handed to the student's
-    :class:`DistillationLoss`. The teacher runs in eval mode without gradients."""
+    :class:`DistillationLoss`: its user and catalogue vectors when it scores by dot products
+    with the default scoring, else its logits. The teacher runs in eval mode without gradients."""
 
     def __init__(self, teacher: Recommender) -> None:
         self.teacher = teacher.eval()
@@ -136,9 +218,13 @@ class TeacherScores(L.Callback):
         assert isinstance(pl_module, Recommender) and isinstance(pl_module.loss, DistillationLoss)
         self.teacher.to(pl_module.device)
         examples = pl_module.training_examples(batch)
+        loss = pl_module.loss
         with torch.no_grad():
             scoring = self.teacher.scoring(batch, examples)
-            pl_module.loss.teacher_logits = scoring.chunk(0, pl_module.catalog.num_items + 1)
+            if isinstance(scoring, VectorScoring) and type(self.teacher.scorer) is DotScorer:
+                loss.teacher_vectors, loss.teacher_logits = (scoring.users, scoring.catalogue()), None
+            else:
+                loss.teacher_vectors, loss.teacher_logits = None, scoring.chunk(0, pl_module.catalog.num_items + 1)
 
 
 def distill(

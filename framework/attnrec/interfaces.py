@@ -383,6 +383,17 @@ class Loss(nn.Module, ABC):
     @abstractmethod
     def forward(self, logits: Tensor, positive: Tensor, mask: Tensor | None = None) -> Tensor: ...
 
+    def catalog_loss(self, users: Tensor, items: Tensor, positive: Tensor, allowed: Tensor) -> Tensor:
+        """Optional, for ``"catalog"`` losses: ``forward`` of the logits ``users [M, D] @ items.T``
+        (``items [N + 1, D]``, column = item id) with ``allowed [N + 1]`` as every row's mask,
+        computed without making the ``[M, N + 1]`` logits (on a CPU their memory passes cost as
+        much as the matmul; see :func:`attnrec.losses.catalog_cross_entropy`). The model calls
+        it instead of ``forward`` when a loss class defines it, the scorer is a ``DotScorer`` and
+        the default ``scoring``/``candidate_logits`` are used; a subclass that overrides
+        ``forward`` but not this method gets ``forward``. It must give ``forward``'s values and
+        gradients."""
+        raise NotImplementedError
+
 
 # ------------------------------------------------------------------------ metrics
 class RankingMetric(ABC):

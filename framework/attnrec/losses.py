@@ -101,12 +101,16 @@ def catalog_cross_entropy(users: Tensor, items: Tensor, positive: Tensor, allowe
     """Per-example softmax cross-entropy of ``users [M, D]`` against every item ``items [N, D]``
     (dot products), over the ``allowed [N]`` items, the positive being item ``positive [M]``:
     ``CrossEntropyLoss`` of the logits ``users @ items.T`` without making them (see
-    :class:`_ChunkedCatalogCrossEntropy`). Chunks hold about 2^20 logits on a CPU (its cache)
-    and 2^26 on an accelerator (memory)."""
-    budget = 2**20 if users.device.type == "cpu" else 2**26
-    chunk = max(8, budget // max(1, items.shape[0]))
+    :class:`_ChunkedCatalogCrossEntropy`), in chunks of :func:`catalog_chunk` rows."""
     bias = torch.zeros(items.shape[0], device=items.device).masked_fill(~allowed, float("-inf"))
-    return _ChunkedCatalogCrossEntropy.apply(users.float(), items.float(), positive, bias, chunk)
+    return _ChunkedCatalogCrossEntropy.apply(users.float(), items.float(), positive, bias, catalog_chunk(users, items))
+
+
+def catalog_chunk(users: Tensor, items: Tensor) -> int:
+    """Rows per chunk of a chunked catalogue loss: about 2^20 logits on a CPU (its cache), 2^26
+    on an accelerator (memory)."""
+    budget = 2**20 if users.device.type == "cpu" else 2**26
+    return max(8, budget // max(1, items.shape[0]))
 
 
 class CrossEntropyLoss(Loss):
@@ -119,6 +123,9 @@ class CrossEntropyLoss(Loss):
 
     def forward(self, logits: Tensor, positive: Tensor, mask: Tensor | None = None) -> Tensor:
         return _SoftmaxCrossEntropy.apply(logits.float(), positive, mask)[0]
+
+    def catalog_loss(self, users: Tensor, items: Tensor, positive: Tensor, allowed: Tensor) -> Tensor:
+        return catalog_cross_entropy(users, items, positive, allowed)
 
 
 class SampledSoftmaxLoss(CrossEntropyLoss):

@@ -19,7 +19,7 @@ from .checkpoints import CheckpointError, add_checksum, read_checkpoint, verify
 from .encoders import IdItemEncoder, TransformerUserEncoder
 from .evaluation import Ranking, RankingEvaluator, Scoring, VectorScoring, rank_candidates, rank_full
 from .interfaces import Batch, ItemCatalog, ItemEncoder, Loss, RecDataModule, Scorer, UserEncoder, UserEncoding
-from .losses import CrossEntropyLoss, catalog_cross_entropy
+from .losses import CrossEntropyLoss
 from .metrics import metric_legend
 from .scorers import DotScorer
 
@@ -243,13 +243,17 @@ class Recommender(L.LightningModule):
         allowed[0] = False
         return allowed
 
-    def _fused_catalog_softmax(self) -> bool:
-        """Whether the loss is the plain catalogue softmax over dot products of the default
-        scoring, which :func:`~attnrec.losses.catalog_cross_entropy` computes without the
-        ``[M, N]`` logits (a subclass's own ``scoring`` or ``candidate_logits`` is always used)."""
-        cls = type(self)
+    def _fused_catalog_loss(self) -> bool:
+        """Whether the loss computes itself from the default scoring's dot products without the
+        ``[M, N]`` logits (:meth:`~attnrec.interfaces.Loss.catalog_loss`): a ``"catalog"`` loss
+        whose class defines it without a ``forward`` overridden below that definition, a
+        ``DotScorer``, and no subclass ``scoring`` or ``candidate_logits``."""
+        cls, loss = type(self), type(self.loss)
+        owner = next(c for c in loss.__mro__ if "catalog_loss" in vars(c))
         return (
-            type(self.loss) is CrossEntropyLoss
+            loss.candidates == "catalog"
+            and owner is not Loss
+            and loss.forward is owner.forward
             and type(self.scorer) is DotScorer
             and cls.scoring is Recommender.scoring
             and cls.candidate_logits is Recommender.candidate_logits
@@ -261,11 +265,11 @@ class Recommender(L.LightningModule):
         differentially private training (:mod:`attnrec.privacy`) calls it on one user's row at
         a time, so each user's gradient is that of their own mean loss."""
         examples = self.training_examples(batch)
-        if self._fused_catalog_softmax():
+        if self._fused_catalog_loss():
             scoring = self.scoring(batch, examples)
             assert isinstance(scoring, VectorScoring)
-            per_example = catalog_cross_entropy(scoring.users, scoring.catalogue(), examples.positive,
-                                                self._allowed(examples.positive.device))  # fmt: skip
+            per_example = self.loss.catalog_loss(scoring.users, scoring.catalogue(), examples.positive,
+                                                 self._allowed(examples.positive.device))  # fmt: skip
         else:
             per_example = self.loss(*self.candidate_logits(batch, examples))
         weights = self.example_weights(batch, examples)
