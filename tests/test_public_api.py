@@ -1,6 +1,6 @@
 """Built-in plugins use only the public API (issue 9): no class a plugin defines overrides a
-single-underscore method of a core class, none assigns a private attribute that a core base
-class defines, and the plugin data modules take every pipeline argument of the core's
+single-underscore method of a core class or of another plugin's class, none assigns a private
+attribute that such a base class defines, and the plugin data modules take every pipeline argument of the core's
 SequenceDataModule (forwarded with ``**kwargs``, restated only with the core's types)."""
 
 from __future__ import annotations
@@ -29,6 +29,13 @@ FIXED = {
 
 def _is_core(cls: type) -> bool:
     return cls.__module__.split(".")[0] == "attnrec"
+
+
+def _foreign(cls: type, base: type) -> bool:
+    """Whether ``base`` is the core's or another attnrec plugin's: what ``cls`` may extend only
+    through public names."""
+    package, owner = cls.__module__.split(".")[0], base.__module__.split(".")[0]
+    return owner != package and owner.startswith("attnrec")
 
 
 def _private(name: str) -> bool:
@@ -64,8 +71,9 @@ def _self_assignments(cls: type) -> set[str]:
 
 
 def private_overrides(cls: type) -> list[str]:
-    """Single-underscore methods (and properties) of ``cls`` that a core base class defines."""
-    core = [base for base in cls.__mro__[1:] if _is_core(base)]
+    """Single-underscore methods (and properties) of ``cls`` that a base class of the core or of
+    another plugin defines."""
+    core = [base for base in cls.__mro__[1:] if _foreign(cls, base)]
     return sorted(
         f"{name} (defined by {next(base.__qualname__ for base in core if name in vars(base))})"
         for name, value in vars(cls).items()
@@ -75,8 +83,9 @@ def private_overrides(cls: type) -> list[str]:
 
 
 def private_assignments(cls: type) -> list[str]:
-    """``self._x = ...`` in ``cls`` where a core base class defines ``_x``."""
-    core = [base for base in cls.__mro__[1:] if _is_core(base)]
+    """``self._x = ...`` in ``cls`` where a base class of the core or of another plugin defines
+    ``_x``."""
+    core = [base for base in cls.__mro__[1:] if _foreign(cls, base)]
     owned = {name: base.__qualname__ for base in reversed(core) for name in _self_assignments(base) | set(vars(base))}
     return sorted(f"self.{name} (defined by {owned[name]})" for name in _self_assignments(cls) if _private(name) and name in owned)
 
@@ -93,8 +102,20 @@ class _Offender(SequenceDataModule):
 
 
 def test_the_scan_catches_overrides_and_assignments() -> None:
+    from attnrec_graph.encoders import LightGCNEncoder
+
+    class OtherPluginsOffender(LightGCNEncoder):
+        """The social plugin's encoder before it used the graph plugin's public hook."""
+
+        def _graph(self, catalog):  # the graph plugin's private method
+            return super()._graph(catalog)
+
+        def node_vectors(self, x):  # its public hook: allowed
+            return super().node_vectors(x)
+
     assert private_overrides(_Offender) == ["_prepare (defined by SequenceDataModule)"]
     assert private_assignments(_Offender) == ["self._catalog (defined by SequenceDataModule)"]
+    assert private_overrides(OtherPluginsOffender) == ["_graph (defined by GraphEncoder)"]
     names = {cls.__name__ for cls in CLASSES}
     assert {"VideoDataModule", "KGDataModule", "TaobaoDataModule", "MINDDataModule", "GraphRecommender"} <= names
 
@@ -103,15 +124,15 @@ def test_the_scan_catches_overrides_and_assignments() -> None:
 def test_no_plugin_class_overrides_a_private_core_method(cls: type) -> None:
     overrides = private_overrides(cls)
     assert not overrides, (
-        f"{cls.__qualname__} overrides private core methods: {', '.join(overrides)}; override a public hook "
-        "instead, or ask for one in the core"
+        f"{cls.__qualname__} overrides private methods of the core or another plugin: {', '.join(overrides)}; "
+        "override a public hook instead, or make one"
     )
 
 
 @pytest.mark.parametrize("cls", CLASSES, ids=lambda cls: f"{cls.__module__}.{cls.__qualname__}")
 def test_no_plugin_class_assigns_a_private_core_attribute(cls: type) -> None:
     assigned = private_assignments(cls)
-    assert not assigned, f"{cls.__qualname__} assigns private core attributes: {', '.join(assigned)}"
+    assert not assigned, f"{cls.__qualname__} assigns private attributes of the core or another plugin: {', '.join(assigned)}"
 
 
 def _sequence_modules() -> list[type]:

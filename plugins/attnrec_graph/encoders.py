@@ -37,7 +37,8 @@ class EdgeAttention(NamedTuple):
 class GraphEncoder(ItemEncoder):
     """Base of the graph encoders: one embedding row per node, a cached :meth:`propagate`.
 
-    Subclasses implement :meth:`_propagate` (final node vectors) and :meth:`edge_attention`.
+    Subclasses implement :meth:`node_vectors` (final node vectors; public, so other plugins
+    extend it, as the social plugin does) and :meth:`edge_attention`.
     """
 
     required_features: tuple[str, ...] = ("train_edges",)
@@ -57,7 +58,7 @@ class GraphEncoder(ItemEncoder):
         return interaction_graph(catalog)
 
     @abstractmethod
-    def _propagate(self, x: Tensor) -> Tensor:
+    def node_vectors(self, x: Tensor) -> Tensor:
         """Final vectors of every node from the ego embeddings ``x [num_nodes, D]``."""
 
     @abstractmethod
@@ -70,7 +71,7 @@ class GraphEncoder(ItemEncoder):
         key = (self.training, torch.is_grad_enabled(), tuple((p.data_ptr(), p._version) for p in self.parameters()))
         if self._cache is not None and self._cache[0] == key:
             return self._cache[1]
-        nodes = self._propagate(self.embedding.weight)
+        nodes = self.node_vectors(self.embedding.weight)
         lo, hi = self.layout.item_offset, self.layout.entity_offset
         users, items = nodes[:lo].clone(), nodes[lo:hi].clone()
         users[0] = 0.0  # padding rows
@@ -114,7 +115,7 @@ class LightGCNEncoder(GraphEncoder):
         self.register_buffer("adj_t", sparse_adjacency(index, weight, num_nodes), persistent=False)
         self.conv = LGConv(normalize=False)
 
-    def _propagate(self, x: Tensor) -> Tensor:
+    def node_vectors(self, x: Tensor) -> Tensor:
         layers = [x]
         for _ in range(self.num_layers):
             layers.append(self.conv(layers[-1], self.adj_t))
@@ -146,7 +147,7 @@ class AttentionGraphEncoder(GraphEncoder):
                 weights.append(attention)
         return layers, weights
 
-    def _propagate(self, x: Tensor) -> Tensor:
+    def node_vectors(self, x: Tensor) -> Tensor:
         return layer_mean(self._layers(x, need_weights=False)[0])
 
     @torch.no_grad()

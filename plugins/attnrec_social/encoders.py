@@ -105,7 +105,7 @@ class SocialAttentionEncoder(LightGCNEncoder):
     def _item_space(self, x: Tensor, need_weights: bool = False) -> tuple[Tensor, Tensor, Tensor | None]:
         """``(h^I [U + 1, D], every node's LightGCN vector, the listening attention [E, heads]
         over listen_index or None)``."""
-        nodes = super()._propagate(x)
+        nodes = super().node_vectors(x)
         users = nodes[: self.layout.item_offset]
         if need_weights:
             out, alpha = self.listening(nodes, self.listen_index, return_attention_weights=True)
@@ -118,7 +118,7 @@ class SocialAttentionEncoder(LightGCNEncoder):
         """``h^S`` for every user: the attended sum of the friends' values (0 without friends)."""
         return self.social(users, self.social_index) - users
 
-    def _propagate(self, x: Tensor) -> Tensor:
+    def node_vectors(self, x: Tensor) -> Tensor:
         users, nodes, _ = self._item_space(x)
         fused = users + self.mix * self._social_space(users)
         return torch.cat([fused, nodes[self.layout.item_offset :]])
