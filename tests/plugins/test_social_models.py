@@ -1,4 +1,4 @@
-"""The social attention model is LightGCN plus attended artists and friends, learns the bundled sample's planted taste
+"""The social attention model is LightGCN with social diffusion plus attended artists and friends, learns the bundled sample's planted taste
 communities (beats popularity overall and on the cold-user slice), its friend explanations name
 real friends with attention summing to one and shares that add up to the score exactly, its
 artist attention sums to one over each listener's artists, checkpoints carry the social graph,
@@ -112,26 +112,45 @@ def test_checkpoint_carries_the_social_graph(trained, tmp_path: Path) -> None:  
     assert [f.name for f in loaded.explain_friends(user)] == [f.name for f in model.explain_friends(user)]
 
 
-def test_untrained_encoder_is_lightgcn_plus_plain_means() -> None:
-    """Untrained attention is uniform, so a listener's vector is LightGCN's plus a quarter (one
-    layer's weight of four) of the mean of their artists, then a quarter of their friends' mean;
-    artists are LightGCN's. Only the attention is trained: the value maps stay the identity."""
+@pytest.mark.parametrize(("diffusion", "anchor"), [(0.0, None), (0.25, 5)])
+def test_untrained_encoder_is_diffused_lightgcn_plus_plain_means(diffusion: float, anchor: int | None) -> None:
+    """LightGCN's layers with each listener's row mixed ``1 - b_u : b_u`` with the mean of their
+    friends' previous layer (plain LightGCN at ``b = 0``); untrained attention is uniform, so a
+    listener's vector adds ``w_u / 4`` (one layer's weight of four, scaled) of the mean of their
+    artists, then ``w_u / 4`` of their friends' mean; ``w_u = 2a / (a + n_u)`` for ``n_u``
+    artists (1 without an anchor), ``b_u = w_u b``; artists are the propagation's. Only the
+    attention is trained: the value maps stay the identity."""
     catalog = SocialSampleDataModule().catalog
     torch.manual_seed(0)
-    social = SocialAttentionEncoder(catalog, 16)
+    social = SocialAttentionEncoder(catalog, 16, diffusion=diffusion, anchor_artists=anchor)
     torch.manual_seed(0)
     lightgcn = LightGCNEncoder(catalog, 16)
     assert social.mix == 0.25 and not any(p.requires_grad for p in (social.listening.value.weight, social.social.value.weight))
-    with torch.no_grad():
-        ours, theirs = social.propagate(), lightgcn.propagate()
     users = catalog.num_users + 1
-    listened = catalog.train_edges.unique(dim=1)
-    item_space = theirs.users + 0.25 * scatter(theirs.items[listened[1]], listened[0], dim=0, dim_size=users, reduce="mean")
     friends = catalog.social_edges
-    expected = item_space + 0.25 * scatter(item_space[friends[0]], friends[1], dim=0, dim_size=users, reduce="mean")
+    has_friends = (torch.bincount(friends[1], minlength=users) > 0).float().unsqueeze(1)
+    listened = catalog.train_edges.unique(dim=1)
+    artists_of = torch.bincount(listened[0], minlength=users).float().unsqueeze(1)
+    w = torch.ones_like(artists_of) if anchor is None else 2 * anchor / (anchor + artists_of)
+    assert anchor is None or (w[artists_of.squeeze(1) == anchor] == 1).all()
+    with torch.no_grad():
+        ours = social.propagate()
+        layers = [lightgcn.embedding.weight]
+        for _ in range(3):
+            out = lightgcn.conv(layers[-1], lightgcn.adj_t)
+            mean = scatter(layers[-1][friends[0]], friends[1], dim=0, dim_size=users, reduce="mean")
+            share = diffusion * w * has_friends
+            out[:users] = out[:users] * (1 - share) + share * mean
+            layers.append(out)
+        nodes = torch.stack(layers).mean(0)
+    propagated, artists = nodes[:users], nodes[users:]
+    item_space = propagated + 0.25 * w * scatter(artists[listened[1]], listened[0], dim=0, dim_size=users, reduce="mean")
+    expected = item_space + 0.25 * w * scatter(item_space[friends[0]], friends[1], dim=0, dim_size=users, reduce="mean")
     expected[0] = 0.0
     assert torch.allclose(ours.users, expected, atol=1e-5)
-    assert torch.allclose(ours.items, theirs.items, atol=1e-6)
+    assert torch.allclose(ours.items[1:], artists[1:], atol=1e-5)
+    if diffusion:
+        assert not torch.allclose(ours.items, lightgcn.propagate().items, atol=1e-3)  # friends reach artists too
 
 
 def test_artist_attention_sums_to_one_over_each_listeners_artists(trained) -> None:  # noqa: ANN001
