@@ -39,7 +39,8 @@ items in time order; `attnrec.data.UserSequencesDataModule`). Protocol (the S3-R
 leave-one-out (last item test, second-to-last validation), full ranking over all items with the
 user's training items masked, HR@10 / NDCG@10. Model: SASRec, full-softmax cross-entropy, dim 64,
 2 layers, 2 heads, max_len 50, AdamW, 256 windows per batch; dropout 0.2 and a constant lr 1e-3
-unless a quality run says otherwise (`--dropout`, `--lr`, `--schedule cosine` decaying over `--epochs`).
+unless a quality run says otherwise (`--dim`, `--dropout`, `--lr`, `--schedule cosine` decaying
+over `--epochs`).
 Speed: the second and third training epochs and the second validation pass of each batching,
 same process and seed, and the seconds of an epoch spent in the catalogue softmax alone (random
 user vectors, as many as the batches have targets: the floor no batching goes below).
@@ -61,10 +62,10 @@ def datamodule(name: str, batching: str, mask_seen: bool = True) -> Any:
                                    batching=batching, seed=0, eval_mask_seen=mask_seen)  # fmt: skip
 
 
-def model(data: Any, lr: float = 1e-3, dropout: float = 0.2, schedule: str = "constant", **extra: Any) -> Any:
+def model(data: Any, lr: float = 1e-3, dropout: float = 0.2, schedule: str = "constant", dim: int = 64, **extra: Any) -> Any:
     from attnrec_ecommerce import SASRec
 
-    return SASRec(data.catalog, dim=64, num_layers=2, num_heads=2, dropout=dropout, lr=lr, max_len=50,
+    return SASRec(data.catalog, dim=dim, num_layers=2, num_heads=2, dropout=dropout, lr=lr, max_len=50,
                   metrics=("HR", "NDCG"), ks=(10,), schedule=schedule, **extra)  # fmt: skip
 
 
@@ -302,7 +303,7 @@ def report(speeds: dict[str, list[dict[str, Any]]], results: list[dict[str, Any]
         for reference, (hr, ndcg) in PUBLISHED[name].items():
             lines.append(f"| {name} | {reference} (published) | {hr:.4f} | {ndcg:.4f} | – | – |")
         lines.append(
-            f"| {name} | attnrec SASRec, CE, length-aware, lr {result['lr']:g} {result['schedule']}, dropout {result['dropout']:g} | {best['hr'][0]:.4f} ± {best['hr'][1]:.4f} | "
+            f"| {name} | attnrec SASRec, CE, length-aware, dim {result.get('dim', 64)}, lr {result['lr']:g} {result['schedule']}, dropout {result['dropout']:g} | {best['hr'][0]:.4f} ± {best['hr'][1]:.4f} | "
             f"{best['ndcg'][0]:.4f} ± {best['ndcg'][1]:.4f} | {best['epoch'] + 1} of {result['epochs']} | "
             f"{result['minutes']:g} |"
         )
@@ -324,6 +325,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--lr", type=float, default=1e-3, help="learning rate of the quality runs")
     parser.add_argument("--dropout", type=float, default=0.2, help="dropout of the quality runs")
+    parser.add_argument("--dim", type=int, default=64, help="embedding size of the quality runs")
     parser.add_argument("--schedule", default="constant", help="lr schedule of the quality runs: constant or cosine")
     parser.add_argument("--epochs", type=int, default=10_000, help="epoch limit of the quality runs (cosine decays over it)")
     parser.add_argument("--parts", default="speed,quality", help="speed, quality, peer (RecBole side by side; also takes the set ml-100k)")
@@ -350,7 +352,8 @@ def main() -> None:
         print(f"wrote {out}")
         return
     speeds = {name: speed(name) for name in names} if "speed" in parts else {}
-    results = [quality(name, args.minutes, args.lr, args.dropout, args.epochs, args.schedule) for name in names] if "quality" in parts else []
+    results = [quality(name, args.minutes, args.lr, args.dropout, args.epochs, args.schedule, dim=args.dim)
+               for name in names] if "quality" in parts else []  # fmt: skip
     text = report(speeds, results, command)
     print(text)
     Path(args.out or RESULTS).write_text(text)
