@@ -174,11 +174,12 @@ class _ChunkedCatalogDistillation(torch.autograd.Function):
             for lo in range(0, len(users), chunk):
                 part = slice(lo, lo + chunk)
                 z = torch.addmm(bias, users[part], items.T)
+                soft = z / t
                 teacher = torch.addmm(bias, teacher_users[part], teacher_items.T).div_(t)
-                lse[part], lse_t[part] = torch.logsumexp(z, dim=1), torch.logsumexp(z / t, dim=1)
+                lse[part], lse_t[part] = torch.logsumexp(z, dim=1), torch.logsumexp(soft, dim=1)
                 lse_teacher[part] = torch.logsumexp(teacher, dim=1)
                 p = (teacher - lse_teacher[part].unsqueeze(1)).exp_()
-                cross = (p * (teacher - z / t)).sum(dim=1)  # sum p (t - z) / T: a masked item has p = 0
+                cross = (p * (teacher - soft)).sum(dim=1)  # sum p (t - z) / T: a masked item has p = 0
                 hard = lse[part] - z.gather(1, positive[part].unsqueeze(1)).squeeze(1)
                 loss[part] = (1 - alpha) * hard + alpha * t * t * (cross - lse_teacher[part] + lse_t[part])
         ctx.save_for_backward(users, items, teacher_users, teacher_items, positive, bias, lse, lse_t, lse_teacher)

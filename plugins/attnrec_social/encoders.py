@@ -17,11 +17,11 @@ two attentions (Fan et al., WWW 2019):
 ``c = 1 / (K + 1)``: the attended artists and the attended friends each weigh like one of
 LightGCN's ``K + 1`` layers in its mean, for a user with ``a = anchor_artists`` (5) training
 artists. ``w_u = 2a / (a + n_u)`` scales the three social terms by how little the user's own
-listening says: 1 at five artists, up to 2 with none, 0.18 at fifty. Both attentions are the graph plugin's
-:class:`~attnrec_graph.layers.BilinearGraphAttention` (PyG message passing; each node's weights
-over its neighbours sum to one; ``W``, ``W'`` start at zero, so an untrained attention is a
-mean) with their value maps held at the identity: the attentions choose *which* artists and
-friends count, never *how much* in total.
+listening says: 1 at five artists, up to 2 with none, 0.18 at fifty. Both attentions are the
+graph plugin's :class:`~attnrec_graph.layers.BilinearGraphAttention` (PyG message passing;
+each node's weights over its neighbours sum to one; ``W``, ``W'`` start at zero, so an
+untrained attention is a mean) with their value maps held at the identity: the attentions
+choose *which* artists and friends count, never *how much* in total.
 
 Why this shape. The first version of this plugin (one GraphRec-style attention hop in item
 space, one social hop, a learned fusion started at the identity) lost to LightGCN on Last.fm
@@ -151,8 +151,8 @@ class SocialAttentionEncoder(LightGCNEncoder):
     def _layers(self, x: Tensor) -> Tensor:
         """LightGCN's mean of layers ``0..K``, each layer's user rows diffused over the friends:
         ``e_u^(k+1) = (1 - b_u) (A e^(k))_u + b_u mean_{o in F(u)} e_o^(k)`` for a user with
-        friends, ``b_u = min(1, w_u b)`` (``b`` = :attr:`diffusion`); an artist's row aggregates its listeners' diffused rows as in
-        LightGCN, so friends reach the artists' vectors too."""
+        friends, ``b_u = min(1, w_u b)`` (``b`` = :attr:`diffusion`); an artist's row aggregates
+        its listeners' diffused rows as in LightGCN, so friends reach the artists' vectors too."""
         if not self.diffusion or not self.social_index.numel():
             return super().node_vectors(x)
         users = self.layout.item_offset
