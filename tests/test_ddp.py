@@ -36,12 +36,13 @@ model:
   class_path: attnrec.Recommender
   init_args:
     dim: 16
+    history_slices: [25]
     user_encoder:
       class_path: attnrec.encoders.TransformerUserEncoder
-      init_args: {{num_layers: 1, max_len: 10}}
+      init_args: {{num_layers: 1, max_len: 30}}
 data:
   class_path: attnrec.data.SyntheticDataModule
-  init_args: {{num_users: {users}, num_items: 120, max_len: 10, batch_size: 64, eval_batch_size: 16}}
+  init_args: {{num_users: {users}, num_items: 120, max_len: 30, batch_size: 64, eval_batch_size: 16}}
 """
 
 # Records, per process, which users each validation batch held and the evaluator's list count.
@@ -121,7 +122,7 @@ def test_two_process_fit_trains(workdir: Path, checkpoint: Path) -> None:
     fit = logged(workdir / "fit")
     assert fit["val/HR@10"] > 0 and 0 < fit["val/AUC"] < 1
     # each process stepped through its half of the training windows (one process would take twice as many steps)
-    windows = len(SyntheticDataModule(num_users=NUM_USERS, num_items=120, max_len=10).train_dataloader().dataset)
+    windows = len(SyntheticDataModule(num_users=NUM_USERS, num_items=120, max_len=30).train_dataloader().dataset)
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     assert state["global_step"] == math.ceil(math.ceil(windows / 2) / 64) > 0
 
@@ -150,5 +151,7 @@ def test_two_process_validation_equals_one_process(workdir: Path, checkpoint: Pa
     # the same figures: the float64 sums agree to rounding, and the logged values are float32,
     # so allow one float32 rounding step (relative 1e-6), far below one user's weight (1/121)
     assert set(results[1]) == set(results[2]) and len(results[1]) >= 10
+    # the history slice (windows of at most 25 items) is as exact as the whole, and neither empty nor everyone
+    assert 0 < results[1]["val/history<=25/lists"] < NUM_USERS
     for name, value in results[1].items():
         assert results[2][name] == pytest.approx(value, rel=1e-6, abs=1e-9), name

@@ -289,6 +289,35 @@ def test_regularization_and_candidate_items_are_public_hooks() -> None:
     assert model.training_step(batch, 0).item() == pytest.approx(plain.item() + 1.5, rel=1e-5)
 
 
+def test_history_slices_give_the_figures_of_their_lists_evaluated_alone(
+    trained: tuple[Recommender, SyntheticDataModule, Path],
+) -> None:
+    model, datamodule, _ = trained
+    model.history_slices = [16]  # synthetic histories are 15-60 items long, windows hold MAX_LEN = 20
+    try:
+        results = validate(model, datamodule)
+    finally:
+        model.history_slices = []
+    encoder = functools.partial(TransformerUserEncoder, num_layers=2, max_len=MAX_LEN)
+    alone = Recommender(datamodule.catalog, dim=32, user_encoder=encoder, ks=(5, 10)).eval()
+    alone.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        for batch in datamodule.val_dataloader():
+            rows = (batch["history"] != 0).sum(dim=1) <= 16
+            if rows.any():
+                alone.evaluate_batch({key: value[rows] for key, value in batch.items()})
+    expected = alone.evaluator.compute()
+    assert 0 < results["val/history<=16/lists"] == float(alone.evaluator.lists) < datamodule.num_users
+    for name in ("HR@5", "NDCG@10", "MRR@10", "AUC"):
+        assert results[f"val/history<=16/{name}"] == pytest.approx(float(expected[name]), rel=1e-6), name
+        assert results[f"val/history<=16/{name}"] != pytest.approx(results[f"val/{name}"], rel=1e-3), name
+
+
+def test_a_history_slice_as_long_as_the_window_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match=r"history_slices=\[20\].*below the data's max_len=20"):
+        Recommender(ItemCatalog(10), dim=8, max_len=MAX_LEN, history_slices=(20,))
+
+
 def test_a_loss_class_of_ones_own_trains_without_registration() -> None:
     """Any Loss subclass can be passed as the factory; the model reduces its per-example values."""
     from attnrec.interfaces import Loss

@@ -70,11 +70,14 @@ class Recommender(L.LightningModule):
     Training and evaluation score items through one object, :meth:`scoring`; a target-aware
     model overrides only that. The public hooks a subclass may override instead of the
     training step: :meth:`training_examples`, :meth:`example_weights`,
-    :meth:`candidate_items`, :meth:`regularization`, :meth:`evaluate_batch` and
-    :meth:`evaluation_results`.
+    :meth:`candidate_items`, :meth:`regularization`, :meth:`evaluation_slices`,
+    :meth:`evaluate_batch` and :meth:`evaluation_results`.
 
     Validation/test rank every catalogue item with seen items masked (``full``), or the batch's
     ``candidates`` (sampled negatives or impressions) when the data provides them.
+    ``history_slices=(5, 20)`` adds the same metrics over the lists whose user had at most 5
+    (20) items of history, logged as ``history<=5/<metric>`` with ``history<=5/lists``; see
+    :meth:`evaluation_slices` for slices of one's own.
     """
 
     def __init__(
@@ -93,6 +96,7 @@ class Recommender(L.LightningModule):
         ks: Sequence[int] = (10, 20),
         item_chunk_size: int = 65536,
         max_len: int | None = None,
+        history_slices: Sequence[int] = (),
     ) -> None:
         super().__init__()
         # The catalog travels in the checkpoint on its own (see on_save_checkpoint): it holds
@@ -115,6 +119,10 @@ class Recommender(L.LightningModule):
         self.ks = sorted(set(ks))
         self.metric_objects = [get_component("metrics", name)() for name in metrics]
         self.evaluator = self._evaluator(None)
+        self.history_slices = sorted(set(history_slices))
+        self._check_history_slices(max_len)
+        # one evaluator per slice name, made at the slice's first batch (names are fixed per model)
+        self.slice_evaluators = torch.nn.ModuleDict()
         self.protocol: dict[str, str] = {}
         # other models' test figures under the same protocol, printed beside this one's
         self.reference_results: dict[str, dict[str, float]] = {}
@@ -317,9 +325,19 @@ class Recommender(L.LightningModule):
                 )
                 datamodule.num_negatives = 1
             self.evaluator = self._evaluator(datamodule)
+            self._check_history_slices(datamodule.max_len)
             self.protocol = dict(datamodule.protocol) | {"model": type(self).__name__, "loss": type(self.loss).__name__}
             if self.privacy:
                 self.protocol["privacy"] = self.privacy
+
+    def _check_history_slices(self, max_len: int | None) -> None:
+        """A history is counted in the batch's window of at most ``max_len`` items, so a bound
+        of ``max_len`` or more would put truncated long histories in the slice."""
+        if self.history_slices and (self.history_slices[0] < 0 or max_len is not None and self.history_slices[-1] >= max_len):
+            raise ValueError(
+                f"history_slices={self.history_slices}: each bound must be >= 0 and below the data's max_len={max_len}, "
+                "since a history is counted in the batch's window of at most max_len items"
+            )
 
     def _evaluator(self, datamodule: RecDataModule | None) -> RankingEvaluator:
         return RankingEvaluator(
@@ -353,17 +371,43 @@ class Recommender(L.LightningModule):
             scoring, self.catalog.num_items + 1, batch["targets"], batch.get("seen"), k, self.item_chunk_size
         )
 
+    def evaluation_slices(self, batch: Batch) -> dict[str, Tensor]:
+        """Named subsets of an evaluation batch's lists, ``{name: [B] bool}``: each slice gets
+        the model's metrics over its lists alone, logged as ``<name>/<metric>`` with
+        ``<name>/lists`` (how many lists it averages), exact across processes like the main
+        figures. A subclass adds its own (cold users, say) to these; it must return the same
+        names for every batch. The default: ``history<=k`` for each of ``history_slices``,
+        counting the non-padding items of the batch's history window."""
+        if not self.history_slices:
+            return {}
+        length = (batch["history"] != 0).sum(dim=1)
+        return {f"history<={k}": length <= k for k in self.history_slices}
+
     def evaluate_batch(self, batch: Batch) -> Ranking:
-        """Rank one evaluation batch and add it to the metrics; a subclass with metrics of its
-        own (graded gains, say) extends this and :meth:`evaluation_results`."""
+        """Rank one evaluation batch and add it to the metrics and to its slices' metrics
+        (:meth:`evaluation_slices`); a subclass with metrics of its own (graded gains, say)
+        extends this and :meth:`evaluation_results`."""
         ranking = self.rank(batch)
-        self.evaluator.update(ranking, batch.get("user"))
+        users = batch.get("user")
+        self.evaluator.update(ranking, users)
+        for name, rows in self.evaluation_slices(batch).items():
+            if name not in self.slice_evaluators:
+                evaluator = RankingEvaluator(self.metric_objects, self.ks, self.catalog.num_items)
+                self.slice_evaluators[name] = evaluator.to(ranking.ranks.device)
+            if bool(rows.any()):
+                self.slice_evaluators[name].update(Ranking(*(x[rows] for x in ranking)))
         return ranking
 
     def evaluation_results(self) -> dict[str, float]:
         """The metrics gathered since the last call (exact across processes), then reset."""
         results = {name: float(value) for name, value in self.evaluator.compute().items()}
         self.evaluator.reset()
+        for name, evaluator in self.slice_evaluators.items():
+            with evaluator.sync_context():  # the count over all processes, as compute() sees it
+                lists = float(evaluator.lists)
+            results |= {f"{name}/{metric}": float(value) for metric, value in evaluator.compute().items()}
+            results[f"{name}/lists"] = lists
+            evaluator.reset()
         return results
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:

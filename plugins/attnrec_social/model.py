@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Any, Literal, NamedTuple, Sequence
 
 import torch
-from attnrec.evaluation import Ranking, RankingEvaluator
 from attnrec.interfaces import Batch, ItemCatalog
 from attnrec.losses import BPRLoss
 from attnrec.model import ItemEncoderFactory, LossFactory, UserEncoderFactory
@@ -37,7 +36,8 @@ class SocialRecommender(GraphRecommender):
 
     Evaluation adds a **cold-user slice**: the same metrics over users with at most
     ``cold_max_interactions`` training interactions and at least one friend, logged as
-    ``cold/<metric>`` with ``cold/lists`` (how many lists it averages). Explanations:
+    ``cold/<metric>`` with ``cold/lists`` (how many lists it averages), through the core's
+    :meth:`~attnrec.Recommender.evaluation_slices`. Explanations:
     :meth:`explain_friends` (which friends, with attention and exact score shares) and
     :meth:`explain` (which listened artists, the graph plugin's). Other arguments are
     :class:`~attnrec_graph.model.GraphRecommender`'s and :class:`~attnrec.Recommender`'s.
@@ -62,7 +62,6 @@ class SocialRecommender(GraphRecommender):
         if not isinstance(self.item_encoder, SocialAttentionEncoder):
             raise TypeError(f"SocialRecommender needs a SocialAttentionEncoder, got {type(self.item_encoder).__name__}")
         self.cold_max_interactions = cold_max_interactions
-        self.cold_evaluator = RankingEvaluator(self.metric_objects, self.ks, catalog.num_items)
         self.user_names: list[Any] | None = getattr(catalog, "user_ids", None)
 
     @property
@@ -93,19 +92,8 @@ class SocialRecommender(GraphRecommender):
         has_friends = degrees(self.social.social_index.cpu(), num_users) > 0
         return (counts <= self.cold_max_interactions) & has_friends
 
-    def evaluate_batch(self, batch: Batch) -> Ranking:
-        ranking = super().evaluate_batch(batch)
-        cold = self.cold_users().to(batch["user"].device)[batch["user"]]
-        if bool(cold.any()):
-            self.cold_evaluator.update(Ranking(*(x[cold] for x in ranking)))
-        return ranking
-
-    def evaluation_results(self) -> dict[str, float]:
-        results = super().evaluation_results()
-        cold = {f"cold/{name}": float(value) for name, value in self.cold_evaluator.compute().items()}
-        results |= cold | {"cold/lists": float(self.cold_evaluator.lists)}
-        self.cold_evaluator.reset()
-        return results
+    def evaluation_slices(self, batch: Batch) -> dict[str, Tensor]:
+        return super().evaluation_slices(batch) | {"cold": self.cold_users().to(batch["user"].device)[batch["user"]]}
 
     # --------------------------------------------------------- explanations
     @torch.no_grad()
