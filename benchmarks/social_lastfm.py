@@ -11,7 +11,8 @@ users and its standard error are given as well. Every trained model gets the sam
 the same data module: embedding 64, BPR with one uniform negative per positive, positives
 weighted by log1p(listen count) (the data module's default, so LightGCN gets them too), L2
 1e-4 on the batch's layer-0 embeddings, Adam lr 0.005, 128 user windows (each user's whole
-training list) per step, a fixed number of epochs, seed 0, no validation or early stopping (the
+training list) per step, a fixed number of epochs, seed 0 unless ``--seed`` (the training seed: the
+split and its simulated cold users do not change with it), no validation or early stopping (the
 split has no validation part). LightGCN: 3 LGConv layers, mean of layers 0..3. Social model:
 ``SocialAttentionEncoder`` (the same LightGCN, plus bilinear attention over a listener's
 artists and over their friends, 2 heads, fused linearly from zero). ``nosocial`` is the social
@@ -27,7 +28,8 @@ paired differences use the cached LightGCN of the same protocol, so a change to 
 does not need LightGCN retrained. Usage:
 
     OMP_NUM_THREADS=1 nice python benchmarks/social_lastfm.py [LASTFM_FOLDER] [--epochs 150]
-        [--models popularity,lightgcn,social,nosocial] [--cold_share 0.1] [--cache DIR]
+        [--models popularity,lightgcn,social,nosocial] [--cold_share 0.1] [--cache DIR] [--seed S]
+    OMP_NUM_THREADS=1 python benchmarks/social_lastfm.py --cache DIR [--cold_share 0.1] --models social --summarize_seeds 0,1,2
 
 (default folder ../shared/data/lastfm_social). Prints one JSON line per model.
 """
@@ -65,6 +67,36 @@ def summary(values) -> tuple[float, float]:  # noqa: ANN001
     return float(values.mean()), float(values.std() / math.sqrt(n)) if n > 1 else float("nan")
 
 
+def seed_summary(name: str, reference: str, seeds: list[int], cached, cold_users) -> dict:  # noqa: ANN001
+    """``name`` minus ``reference`` over training seeds: per seed the paired mean ± SE, and the
+    users' differences averaged over the seeds first (training noise shrinks, the users stay the
+    sampling unit) with the SE over users."""
+    import torch
+
+    differences = {"Recall@20": [], "NDCG@20": []}
+    row: dict = {"model": name, "reference": reference, "minus_reference_per_seed": {}, "seeds": seeds}
+    users = None
+    for seed in seeds:
+        model, base = torch.load(cached(name, seed)), torch.load(cached(reference, seed))
+        assert torch.equal(model["users"], base["users"]), f"seed {seed}: {name} and {reference} have other test lists"
+        users = model["users"] if users is None else users
+        assert torch.equal(users, model["users"]), f"seed {seed} has other test lists"
+        cold = cold_users[users]
+        per_seed = {}
+        for metric, key in (("Recall@20", "recall"), ("NDCG@20", "ndcg")):
+            difference = model[key] - base[key]
+            differences[metric].append(difference)
+            per_seed[metric], per_seed[f"cold/{metric}"] = summary(difference), summary(difference[cold])
+        row["minus_reference_per_seed"][seed] = per_seed
+    cold = cold_users[users]
+    mean = {metric: torch.stack(values).mean(dim=0) for metric, values in differences.items()}
+    row["minus_reference_seed_mean"] = {metric: summary(value) for metric, value in mean.items()} | {
+        f"cold/{metric}": summary(value[cold]) for metric, value in mean.items()
+    }
+    row["cold_users"] = int(cold.sum())
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("folder", nargs="?", default=str(DEFAULT_DATA))
@@ -78,14 +110,23 @@ def main() -> None:
         help="simulate cold users: this share of users keep 5 random training artists (see SocialDataModule)",
     )
     parser.add_argument("--cache", help="folder for per-user figures; supplies LightGCN when it is not in --models")
+    parser.add_argument("--seed", type=int, default=0, help="training seed (the split and its cold users stay fixed)")
+    parser.add_argument(
+        "--summarize_seeds",
+        help="e.g. 0,1,2: train nothing; from --cache, each model's paired difference with --reference per seed "
+        "and averaged over the seeds (each user's difference averaged first, then the SE over users)",
+    )
+    parser.add_argument("--reference", default="lightgcn", help="the model --summarize_seeds subtracts")
     args = parser.parse_args()
     cache = Path(args.cache) if args.cache else None
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
 
-    def cached(name: str) -> Path:
+    def cached(name: str, seed: int | None = None) -> Path:
         assert cache is not None
-        return cache / f"{name}-e{args.epochs}-lr{args.lr:g}-b{args.batch_size}-cold{args.cold_share:g}.pt"
+        seed = args.seed if seed is None else seed
+        tail = f"-s{seed}" if seed else ""
+        return cache / f"{name}-e{args.epochs}-lr{args.lr:g}-b{args.batch_size}-cold{args.cold_share:g}{tail}.pt"
 
     import lightning as L
     import torch
@@ -105,13 +146,20 @@ def main() -> None:
     counts = torch.bincount(catalog.train_edges[0], minlength=catalog.num_users + 1)
     friends = torch.bincount(catalog.social_edges[1], minlength=catalog.num_users + 1)
     cold_users = (counts <= 5) & (friends > 0)
+    if args.summarize_seeds:
+        if cache is None:
+            raise SystemExit("--summarize_seeds reads the per-user figures of --cache")
+        seeds = [int(x) for x in args.summarize_seeds.split(",")]
+        for name in (m for m in args.models.split(",") if m != args.reference):
+            print(json.dumps(seed_summary(name, args.reference, seeds, cached, cold_users)), flush=True)
+        return
     results = {}
     if cache is not None and "lightgcn" not in args.models.split(",") and cached("lightgcn").exists():
         saved = torch.load(cached("lightgcn"))
         results["lightgcn"] = (saved["recall"], saved["ndcg"], saved["users"])
         print(f"# paired differences against the cached LightGCN {cached('lightgcn')}", flush=True)
     for name in args.models.split(","):
-        L.seed_everything(0)
+        L.seed_everything(args.seed)
         common = dict(dim=64, lr=args.lr, reg=1e-4, metrics=("Recall", "NDCG"), ks=(20,))
         if name == "popularity":
             model = PopularityRecommender(catalog, metrics=("Recall", "NDCG"), ks=(20,))
@@ -150,7 +198,7 @@ def main() -> None:
                 "Recall@20": summary(recall - base_recall), "NDCG@20": summary(ndcg - base_ndcg),
                 "cold/Recall@20": summary((recall - base_recall)[cold]), "cold/NDCG@20": summary((ndcg - base_ndcg)[cold]),
             }  # fmt: skip
-        row["protocol"] = dict(data.protocol) | {"social_warnings": dropped}
+        row["protocol"] = dict(data.protocol) | {"seed": args.seed, "social_warnings": dropped}
         print(json.dumps(row), flush=True)
 
 
