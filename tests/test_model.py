@@ -296,8 +296,9 @@ def test_history_slices_give_the_figures_of_their_lists_evaluated_alone(
     model.history_slices = [16]  # synthetic histories are 15-60 items long, windows hold MAX_LEN = 20
     try:
         results = validate(model, datamodule)
-    finally:
+    finally:  # the fixture's model is shared: leave it without slices
         model.history_slices = []
+        model.slice_evaluators.clear()
     encoder = functools.partial(TransformerUserEncoder, num_layers=2, max_len=MAX_LEN)
     alone = Recommender(datamodule.catalog, dim=32, user_encoder=encoder, ks=(5, 10)).eval()
     alone.load_state_dict(model.state_dict())
