@@ -293,7 +293,8 @@ def test_history_slices_give_the_figures_of_their_lists_evaluated_alone(
     trained: tuple[Recommender, SyntheticDataModule, Path],
 ) -> None:
     model, datamodule, _ = trained
-    model.history_slices = [16]  # synthetic histories are 15-60 items long, windows hold MAX_LEN = 20
+    # synthetic histories are 15-60 items long, windows hold MAX_LEN = 20; no history is empty
+    model.history_slices = [0, 16]
     try:
         results = validate(model, datamodule)
     finally:  # the fixture's model is shared: leave it without slices
@@ -308,6 +309,7 @@ def test_history_slices_give_the_figures_of_their_lists_evaluated_alone(
             if rows.any():
                 alone.evaluate_batch({key: value[rows] for key, value in batch.items()})
     expected = alone.evaluator.compute()
+    assert results["val/history<=0/lists"] == 0 and "val/history<=0/NDCG@10" not in results
     assert 0 < results["val/history<=16/lists"] == float(alone.evaluator.lists) < datamodule.num_users
     for name in ("HR@5", "NDCG@10", "MRR@10", "AUC"):
         assert results[f"val/history<=16/{name}"] == pytest.approx(float(expected[name]), rel=1e-6), name

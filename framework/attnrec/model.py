@@ -405,7 +405,8 @@ class Recommender(L.LightningModule):
         for name, evaluator in self.slice_evaluators.items():
             with evaluator.sync_context():  # the count over all processes, as compute() sees it
                 lists = float(evaluator.lists)
-            results |= {f"{name}/{metric}": float(value) for metric, value in evaluator.compute().items()}
+            if lists:  # an empty slice has no metrics (not zeros); every process sees the same count
+                results |= {f"{name}/{metric}": float(value) for metric, value in evaluator.compute().items()}
             results[f"{name}/lists"] = lists
             evaluator.reset()
         return results
