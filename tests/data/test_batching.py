@@ -38,6 +38,12 @@ def test_collate_pads_to_the_longest_history_or_to_max_len() -> None:
     assert fixed["history"].shape == (2, 10) and torch.equal(fixed["history"][:, -2:], longest["history"])
     with pytest.raises(ValueError, match="pad='widest'"):
         Collate(10, pad="widest")
+    lists = [{"user": 1, "history": np.array([], dtype=np.int64), "targets": np.array([5, 6, 9])},
+             {"user": 2, "history": np.array([2, 3, 4]), "targets": np.array([7])}]  # fmt: skip
+    batch = Collate(10, pad="longest")(lists)
+    assert batch["history"].tolist() == [[0, 0, 0], [2, 3, 4]] and batch["targets"].tolist() == [[5, 6, 9], [7, 0, 0]]
+    with pytest.raises(ValueError, match="a row of 3 items does not fit a width of 2"):
+        Collate(2, pad="max_len")(lists)
 
 
 def test_train_windows_know_their_lengths() -> None:

@@ -155,15 +155,21 @@ class EvalLists(Dataset):
 
 
 def _pad(rows: list[np.ndarray], length: int, left: bool = False) -> Tensor:
-    out = torch.zeros(len(rows), length, dtype=torch.long)
-    for i, row in enumerate(rows):
-        n = len(row)
-        if n:
-            if left:
-                out[i, length - n :] = torch.as_tensor(np.asarray(row, dtype=np.int64))
-            else:
-                out[i, :n] = torch.as_tensor(np.asarray(row, dtype=np.int64))
-    return out
+    """``[len(rows), length]`` of the rows, 0-padded on the left or right; no row is longer than
+    ``length``. One scatter of the concatenated rows: a tensor write per row cost a validation
+    pass over Toys' 19,412 lists about 0.1 s."""
+    lengths = np.fromiter((len(row) for row in rows), dtype=np.int64, count=len(rows))
+    if len(rows) and lengths.max() > length:
+        raise ValueError(f"a row of {lengths.max()} items does not fit a width of {length}")
+    out = np.zeros((len(rows), length), dtype=np.int64)
+    if lengths.any():
+        values = np.concatenate([np.asarray(row) for row in rows]).astype(np.int64, copy=False)
+        owner = np.repeat(np.arange(len(rows)), lengths)
+        column = np.arange(len(values)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        if left:
+            column += (length - lengths)[owner]
+        out[owner, column] = values
+    return torch.from_numpy(out)
 
 
 class Collate:
