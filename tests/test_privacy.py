@@ -280,6 +280,9 @@ def test_settings_that_would_break_the_accounting_are_refused() -> None:
     datamodule = data(num_users=40, num_negatives=4, negative_sampling="popularity")
     with pytest.raises(PrivacyError, match="negative_sampling='popularity'"):
         trainer([DifferentialPrivacy(epsilon=8.0)], max_steps=1).fit(model(datamodule), datamodule)
+    shared = data(num_users=40, num_negatives=4, shared_negatives=True)
+    with pytest.raises(PrivacyError, match="shared_negatives=false"):
+        trainer([DifferentialPrivacy(epsilon=8.0)], max_steps=1).fit(model(shared), shared)
     with pytest.raises(PrivacyError, match="accumulate_grad_batches=2"):
         trainer([DifferentialPrivacy(epsilon=8.0)], max_steps=1, accumulate_grad_batches=2).fit(
             model(data(num_users=40)), data(num_users=40)

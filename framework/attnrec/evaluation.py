@@ -44,6 +44,10 @@ class Scoring(Protocol):
         """Scores of per-user item ids ``[B, C]`` -> ``[B, C]``."""
         ...
 
+    # Optional: ``common(ids [K]) -> [B, K]``, the scores of one id list for every user (sampled
+    # negatives shared by a training batch); without it the model scores ``items`` of the list
+    # broadcast to every row.
+
 
 class VectorScoring:
     """User vectors scored against item vectors by a scorer (the two-tower case).
@@ -71,6 +75,12 @@ class VectorScoring:
     def items(self, ids: Tensor) -> Tensor:
         vectors = self.encoder(ids) if self.item_vectors is None and self.encoder is not None else self.catalogue()[ids]
         return self.scorer(self.users, vectors)
+
+    def common(self, ids: Tensor) -> Tensor:
+        """Scores of one id list ``[K]`` for every user, ``[B, K]``: its ``[K, D]`` vectors take
+        the scorer's shared form (as the catalogue's chunks do), one product instead of ``K``
+        vectors gathered per user."""
+        return self.items(ids)
 
 
 class DenseScoring:

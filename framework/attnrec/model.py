@@ -54,6 +54,17 @@ class Examples(NamedTuple):
     negatives: Tensor | None  # [M, K] sampled items, when the data provides them
 
 
+def example_negatives(batch: Batch, rows: Tensor, positions: Tensor) -> Tensor | None:
+    """The sampled negatives ``[M, K]`` of the examples at ``rows, positions``: the batch's
+    per-position ``negatives [B, L, K]``, or its ``shared_negatives [K]`` (one draw for every
+    position) broadcast as a view; None when the batch has neither. For a model's own
+    :meth:`Recommender.training_examples`."""
+    if "shared_negatives" in batch:
+        return batch["shared_negatives"].expand(len(rows), -1)
+    negatives = batch.get("negatives")
+    return None if negatives is None else negatives[rows, positions]
+
+
 class Recommender(L.LightningModule):
     """Composes encoders and a scorer with a loss, AdamW and a warm-up/cosine schedule.
 
@@ -202,8 +213,7 @@ class Recommender(L.LightningModule):
         else:
             rows = (target[:, -1] != 0).nonzero().flatten()
             positions = torch.full_like(rows, target.shape[1] - 1)
-        negatives = batch.get("negatives")
-        return Examples(rows, positions, target[rows, positions], None if negatives is None else negatives[rows, positions])
+        return Examples(rows, positions, target[rows, positions], example_negatives(batch, rows, positions))
 
     def example_weights(self, batch: Batch, examples: Examples) -> Tensor | None:
         """Per-example loss weights ``[M]``: the batch's ``target_weight [B, L]`` when it has one
@@ -223,7 +233,9 @@ class Recommender(L.LightningModule):
     def candidate_logits(self, batch: Batch, examples: Examples) -> tuple[Tensor, Tensor, Tensor]:
         """``(logits [M, C], positive [M], mask [M, C])`` for the loss: the whole catalogue or the
         positive plus sampled negatives (log-Q corrected when the loss asks for it), scored
-        through :meth:`scoring` like evaluation."""
+        through :meth:`scoring` like evaluation. Negatives shared by the batch
+        (``shared_negatives``) are scored by the scoring's ``common`` when it has one (one
+        product for all examples) and masked where they hit the example's positive."""
         scoring = self.scoring(batch, examples)
         allowed = self._allowed(examples.positive.device)
         if self.loss.candidates == "catalog":
@@ -234,13 +246,25 @@ class Recommender(L.LightningModule):
                 f"{type(self.loss).__name__} learns from sampled negatives, and the batch has none: set the data "
                 "module's num_negatives to at least 1 (or use loss=CrossEntropyLoss)"
             )
-        ids = torch.cat([examples.positive.unsqueeze(1), examples.negatives], dim=1)  # [M, 1 + K]
-        logits = scoring.items(ids)
-        mask = allowed[ids] & (ids != examples.positive.unsqueeze(1))  # accidental hits are no negatives
-        mask[:, 0] = True
-        if self.loss.log_q_correction and "negatives_logq" in batch:
-            logq = torch.cat([batch["target_logq"].unsqueeze(-1), batch["negatives_logq"]], dim=-1)
-            logits = logits - logq[examples.rows, examples.positions]
+        positive = examples.positive.unsqueeze(1)
+        shared = batch.get("shared_negatives")
+        if shared is not None:
+            common = getattr(scoring, "common", None)
+            negative = common(shared) if common is not None else scoring.items(examples.negatives)
+            logits = torch.cat([scoring.items(positive), negative], dim=1)
+            mask = torch.cat([torch.ones_like(positive, dtype=torch.bool), allowed[shared] & (shared != positive)], dim=1)
+        else:
+            ids = torch.cat([positive, examples.negatives], dim=1)  # [M, 1 + K]
+            logits = scoring.items(ids)
+            mask = allowed[ids] & (ids != positive)  # accidental hits are no negatives
+            mask[:, 0] = True
+        if self.loss.log_q_correction and "target_logq" in batch:
+            target_logq = batch["target_logq"][examples.rows, examples.positions].unsqueeze(1)
+            if shared is not None:
+                logq = torch.cat([target_logq, batch["shared_negatives_logq"].expand(len(target_logq), -1)], dim=1)
+            else:
+                logq = torch.cat([target_logq, batch["negatives_logq"][examples.rows, examples.positions]], dim=1)
+            logits = logits - logq
         return logits, torch.zeros_like(examples.positive), mask
 
     def _allowed(self, device: torch.device) -> Tensor:

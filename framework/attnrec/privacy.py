@@ -320,6 +320,11 @@ class DifferentialPrivacy(Callback):
                 "DifferentialPrivacy: negative_sampling='popularity' draws negatives from every user's training "
                 "interactions outside the gradient; use --data.init_args.negative_sampling=uniform"
             )
+        if datamodule.num_negatives and datamodule.shared_negatives:
+            raise PrivacyError(
+                "DifferentialPrivacy computes each user's gradient on their own rows, and shared_negatives=True "
+                "draws one list for the whole batch; use --data.init_args.shared_negatives=false"
+            )
         check_private(pl_module)
         datamodule.train_batch_sampler = self.batch_sampler
         if self.delta is None:

@@ -17,7 +17,7 @@ from torch import Tensor
 from attnrec import Batch, ItemCatalog, Recommender
 from attnrec.attention import MultiHeadAttention, TargetAttention
 from attnrec.losses import BCELoss
-from attnrec.model import BUILT_COMPONENTS, Examples, LossFactory
+from attnrec.model import BUILT_COMPONENTS, Examples, LossFactory, example_negatives
 
 from .layers import Activation, BehaviorSequenceEncoder, CTRScorer, FeatureItemEncoder, TargetInterestEncoder
 
@@ -92,8 +92,7 @@ class TargetAwareRecommender(Recommender):
             positions = torch.multinomial(valid.float(), self.train_positions, replacement=True)  # [B, P]
             rows = torch.arange(target.shape[0], device=target.device).unsqueeze(1).expand_as(positions)
             rows, positions = rows.flatten(), positions.flatten()
-        negatives = batch.get("negatives")
-        return Examples(rows, positions, target[rows, positions], None if negatives is None else negatives[rows, positions])
+        return Examples(rows, positions, target[rows, positions], example_negatives(batch, rows, positions))
 
     @torch.no_grad()
     def attention_weights(self, batch: Batch, candidates: Tensor | None = None) -> dict[str, Tensor]:

@@ -46,6 +46,17 @@ def test_collate_pads_to_the_longest_history_or_to_max_len() -> None:
         Collate(2, pad="max_len")(lists)
 
 
+def test_shared_negatives_are_one_draw_for_the_batch() -> None:
+    from attnrec.data.sequences import NegativeSampler
+
+    examples = [{"user": 1, "history": np.array([3, 4]), "target": np.array([4, 5])},
+                {"user": 2, "history": np.array([7]), "target": np.array([8])}]  # fmt: skip
+    torch.manual_seed(0)
+    batch = Collate(10, num_negatives=6, sampler=NegativeSampler(50, "popularity", np.arange(51.0)), shared=True)(examples)
+    assert "negatives" not in batch and batch["shared_negatives"].shape == (6,)
+    assert batch["shared_negatives_logq"].shape == (6,) and batch["target_logq"].shape == batch["target"].shape
+
+
 def test_train_windows_know_their_lengths() -> None:
     windows = TrainWindows([np.array([1, 2, 3, 4, 5]), np.array([6, 7])], max_len=3, stride=3)
     assert windows.lengths.tolist() == [len(windows[i]["history"]) for i in range(len(windows))]

@@ -54,7 +54,11 @@ class SequenceDataModule(RecDataModule):
     ``batching="length"`` (the default) pads each batch to its longest history and groups
     training windows of similar length, so short-history data costs what its real items cost;
     ``"fixed"`` pads every history to ``max_len`` (same scores, to float rounding; for
-    comparison).
+    comparison). ``num_negatives`` sampled items per training position feed sampled losses;
+    ``shared_negatives=True`` draws them once per batch for every position instead, so a
+    model scores them with one ``[M, D] x [D, K]`` product rather than gathering ``K`` item
+    vectors per position (thousands of negatives stay cheap on a CPU; not with differential
+    privacy).
 
     Extension points, all public so plugins never override the core's internals:
     :meth:`load` (read the source), :meth:`item_side` (catalog titles and features),
@@ -79,6 +83,7 @@ class SequenceDataModule(RecDataModule):
         eval_batch_size: int = 256,
         num_negatives: int = 0,
         negative_sampling: Sampling = "uniform",
+        shared_negatives: bool = False,
         eval_negatives: int = 0,
         eval_sampling: Sampling = "uniform",
         eval_mask_seen: bool = True,
@@ -98,6 +103,7 @@ class SequenceDataModule(RecDataModule):
         self.window_stride = window_stride or max_len
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_negatives, self.negative_sampling = num_negatives, negative_sampling
+        self.shared_negatives = shared_negatives
         self.eval_negatives, self.eval_sampling = eval_negatives, eval_sampling
         self.eval_mask_seen = eval_mask_seen
         self.batching = batching
@@ -309,7 +315,7 @@ class SequenceDataModule(RecDataModule):
         pad = "longest" if self.batching == "length" else "max_len"
         if stage == "train":
             sampler = self._sampler(self.negative_sampling) if self.num_negatives else None
-            return Collate(self.max_len, self.num_negatives, sampler, pad=pad)
+            return Collate(self.max_len, self.num_negatives, sampler, pad=pad, shared=self.shared_negatives)
         return Collate(self.max_len, pad=pad)
 
     def train_dataloader(self) -> DataLoader:

@@ -175,7 +175,9 @@ def _pad(rows: list[np.ndarray], length: int, left: bool = False) -> Tensor:
 class Collate:
     """Pads examples into a batch: ``history``/``target`` left-padded to the longest history
     in the batch (``pad="longest"``, at most ``max_len``) or to ``max_len`` (``pad="max_len"``),
-    lists right-padded, plus training negatives ``[B, L, K]`` when ``num_negatives > 0``.
+    lists right-padded, plus training negatives ``[B, L, K]`` when ``num_negatives > 0``, or
+    with ``shared=True`` one draw for the whole batch, ``shared_negatives [K]`` (its accidental
+    hits of a target are masked by the model, not redrawn).
 
     Left padding keeps the latest item in the last column and attention masks padding out, so
     a user's scores do not depend on the batch's width (to float rounding): short-history data
@@ -183,7 +185,12 @@ class Collate:
     """
 
     def __init__(
-        self, max_len: int, num_negatives: int = 0, sampler: NegativeSampler | None = None, pad: str = "max_len"
+        self,
+        max_len: int,
+        num_negatives: int = 0,
+        sampler: NegativeSampler | None = None,
+        pad: str = "max_len",
+        shared: bool = False,
     ) -> None:
         if pad not in ("longest", "max_len"):
             raise ValueError(f"Collate: pad={pad!r}; choose 'longest' or 'max_len'")
@@ -191,6 +198,7 @@ class Collate:
         self.num_negatives = num_negatives
         self.sampler = sampler
         self.pad = pad
+        self.shared = shared
 
     def __call__(self, examples: list[dict]) -> dict[str, Tensor]:
         """An empty list gives a training batch of no rows (Poisson sampling, as in
@@ -206,7 +214,14 @@ class Collate:
         if not examples or "target" in examples[0]:
             target = _pad([e["target"] for e in examples], width, left=True)
             batch["target"] = target
-            if self.num_negatives:
+            if self.num_negatives and self.shared:
+                assert self.sampler is not None
+                negatives, logq = self.sampler.sample((self.num_negatives,))
+                batch["shared_negatives"] = negatives
+                if logq is not None:
+                    batch["shared_negatives_logq"] = logq
+                    batch["target_logq"] = self.sampler.log_prob(target)
+            elif self.num_negatives:
                 assert self.sampler is not None
                 negatives, logq = self.sampler.sample((*target.shape, self.num_negatives))
                 # redraw accidental hits of the target (a few rounds clear them unless the catalogue
