@@ -52,14 +52,15 @@ PUBLISHED = {  # S3-Rec repository table (all_rank.PNG): HR@10, NDCG@10
 }
 
 
-def datamodule(name: str, batching: str, mask_seen: bool = True, negatives: int = 0) -> Any:
+def datamodule(name: str, batching: str, mask_seen: bool = True, negatives: int = 0, shared: bool = False) -> Any:
     from attnrec.data import MovieLensDataModule, UserSequencesDataModule
 
     if name == "ml-100k":  # the peer part only: the ML-100K benchmark's batches
         return MovieLensDataModule(path=str(ML100K), max_len=50, batch_size=128, batching=batching, seed=0,
                                    eval_mask_seen=mask_seen)  # fmt: skip
     return UserSequencesDataModule(path=str(DATA / f"{name}.txt"), max_len=50, batch_size=256, eval_batch_size=512,
-                                   batching=batching, seed=0, eval_mask_seen=mask_seen, num_negatives=negatives)  # fmt: skip
+                                   batching=batching, seed=0, eval_mask_seen=mask_seen, num_negatives=negatives,
+                                   shared_negatives=shared)  # fmt: skip
 
 
 def model(data: Any, lr: float = 1e-3, dropout: float = 0.2, schedule: str = "constant", dim: int = 64, **extra: Any) -> Any:
@@ -162,11 +163,12 @@ def mean_se(values: list[float]) -> tuple[float, float]:
 
 
 def quality(name: str, minutes: float, lr: float = 1e-3, dropout: float = 0.2, epochs: int = 10_000,
-            schedule: str = "constant", mask_seen: bool = True, negatives: int = 0, **extra: Any) -> dict[str, Any]:  # fmt: skip
+            schedule: str = "constant", mask_seen: bool = True, negatives: int = 0, shared: bool = False,
+            **extra: Any) -> dict[str, Any]:  # fmt: skip
     import lightning as L
 
     L.seed_everything(0, verbose=False)
-    data = datamodule(name, "length", mask_seen, negatives)
+    data = datamodule(name, "length", mask_seen, negatives, shared)
     data.setup("fit")
     net = model(data, lr, dropout, schedule, **extra)
     curve: list[dict[str, float]] = []
@@ -195,7 +197,7 @@ def quality(name: str, minutes: float, lr: float = 1e-3, dropout: float = 0.2, e
     fit = trainer(max_time={"minutes": minutes}, max_epochs=epochs, callbacks=[TestOnImprovement()])
     fit.fit(net, data)
     return {"set": name, "minutes": minutes, "lr": lr, "dropout": dropout, "schedule": schedule, "epochs": fit.current_epoch, "best": best, "curve": curve,
-            "users": data.num_users, "items": data.num_items, "seconds_per_epoch": epoch_s, "negatives": negatives,
+            "users": data.num_users, "items": data.num_items, "seconds_per_epoch": epoch_s, "negatives": negatives, "shared": shared,
             **extra}  # fmt: skip
 
 
@@ -319,7 +321,7 @@ def loss_label(result: dict[str, Any]) -> str:
     loss = result.get("loss", "CrossEntropyLoss")
     if loss == "CrossEntropyLoss":
         return "CE"
-    return f"{loss} with {result['negatives']} uniform negatives per position"
+    return f"{loss} with {result['negatives']} uniform negatives " + ("shared by the batch" if result.get("shared") else "per position")
 
 
 def main() -> None:
@@ -338,6 +340,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10_000, help="epoch limit of the quality runs (cosine decays over it)")
     parser.add_argument("--loss", default="CrossEntropyLoss", help="loss of the quality runs (a sampled one needs --negatives)")
     parser.add_argument("--negatives", type=int, default=0, help="uniform negatives per position of the quality runs")
+    parser.add_argument("--shared", action="store_true", help="--negatives drawn once per batch for every position")
     parser.add_argument("--parts", default="speed,quality", help="speed, quality, peer (RecBole side by side; also takes the set ml-100k)")
     parser.add_argument("--recbole-python", help="python of a venv with recbole==1.2.1 (the peer part)")
     parser.add_argument("--recbole-batch-size", type=int, default=2048, help="RecBole's training batch (its default 2,048)")
@@ -363,7 +366,7 @@ def main() -> None:
         return
     speeds = {name: speed(name) for name in names} if "speed" in parts else {}
     results = [quality(name, args.minutes, args.lr, args.dropout, args.epochs, args.schedule, dim=args.dim,
-                       loss=args.loss, negatives=args.negatives)
+                       loss=args.loss, negatives=args.negatives, shared=args.shared)
                for name in names] if "quality" in parts else []  # fmt: skip
     text = report(speeds, results, command)
     print(text)
