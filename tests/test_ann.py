@@ -57,9 +57,13 @@ def test_excluded_items_never_come_back_and_lists_stay_full(items: np.ndarray, q
     assert bool((again > 0).all()) and bool(torch.isfinite(scores).all())
 
 
-def test_an_index_over_a_model_returns_its_recommendations(tmp_path: Path) -> None:
+@pytest.mark.parametrize("item_bias", [False, True])
+def test_an_index_over_a_model_returns_its_recommendations(item_bias: bool, tmp_path: Path) -> None:
     torch.manual_seed(0)
-    model = Recommender(ItemCatalog(300, num_users=3), dim=16, max_len=10, scorer=CosineScorer).eval()
+    model = Recommender(ItemCatalog(300, num_users=3), dim=16, max_len=10, scorer=CosineScorer, item_bias=item_bias)
+    if item_bias:  # a bias on the cosine's scale: it reorders the lists
+        torch.nn.init.normal_(model.item_bias, std=3.0)
+    model.eval()
     history = torch.randint(1, 301, (4, 10))
     batch = {"history": history, "seen": history}
     expected, expected_scores = model.recommend(batch, k=10)

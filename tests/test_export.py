@@ -39,6 +39,7 @@ def _models() -> dict[str, Recommender]:
         "SASRec": sasrec(catalog, dim=16, max_len=MAX_LEN),
         "transformer+cosine": Recommender(catalog, dim=16, max_len=MAX_LEN, scorer=CosineScorer),
         "pooling": Recommender(catalog, dim=16, user_encoder=functools.partial(PoolingUserEncoder)),
+        "transformer+cosine+item_bias": Recommender(catalog, dim=16, max_len=MAX_LEN, scorer=CosineScorer, item_bias=True),
     }
 
 
@@ -59,7 +60,7 @@ def _perturbed(name: str) -> Recommender:
     return model
 
 
-@pytest.mark.parametrize("name", ["transformer+cosine", "pooling"])  # SASRec: through the CLI below
+@pytest.mark.parametrize("name", ["transformer+cosine", "pooling", "transformer+cosine+item_bias"])  # SASRec: CLI below
 def test_onnx_user_vectors_and_scores_equal_torch(name: str, tmp_path: Path) -> None:
     model = _perturbed(name)
     meta = export_model(model, tmp_path, max_len=MAX_LEN, optimize=False)
@@ -73,8 +74,7 @@ def _check_parity(model: Recommender, folder: Path) -> None:
         histories = _histories(batch, length, seed=batch)
         query, scores = session.run(None, {"history": histories.numpy()})
         with torch.no_grad():
-            users = model.encode_users({"history": histories}).vectors
-            expected = model.score(users, model.item_encoder.all_items())[:, 1:]  # the model's own scores
+            expected = model.scoring({"history": histories}).chunk(0, NUM_ITEMS + 1)[:, 1:]  # the model's own scores
         assert np.abs(scores - expected.numpy()).max() < 1e-4
         ids, vectors, _ = read_item_vectors(folder / "item_vectors.parquet")
         assert np.abs(query @ vectors.numpy().T - expected.numpy()).max() < 1e-4  # score = query . item vector

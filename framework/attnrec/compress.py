@@ -223,7 +223,7 @@ class TeacherScores(L.Callback):
         with torch.no_grad():
             scoring = self.teacher.scoring(batch, examples)
             if isinstance(scoring, VectorScoring) and type(self.teacher.scorer) is DotScorer:
-                loss.teacher_vectors, loss.teacher_logits = (scoring.users, scoring.catalogue()), None
+                loss.teacher_vectors, loss.teacher_logits = scoring.inner_product(), None
             else:
                 loss.teacher_vectors, loss.teacher_logits = None, scoring.chunk(0, pl_module.catalog.num_items + 1)
 

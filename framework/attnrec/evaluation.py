@@ -50,15 +50,22 @@ class Scoring(Protocol):
 
 
 class VectorScoring:
-    """User vectors scored against item vectors by a scorer (the two-tower case).
+    """User vectors scored against item vectors by a scorer (the two-tower case), plus an
+    optional per-item ``bias [N + 1]`` (``Recommender(item_bias=True)``) added to every score.
 
     ``items`` is the catalogue's vectors ``[N + 1, D]``, or an item encoder. In training, ids
     are encoded as asked and the whole catalogue only when a chunk is (once per scoring), so a
     sampled loss never pays for every item; in inference every lookup reads the encoder's
     catalogue table, computed once per state of the weights (:meth:`ItemEncoder.vectors`)."""
 
-    def __init__(self, users: Tensor, items: Tensor | ItemEncoder, scorer: Callable[[Tensor, Tensor], Tensor]) -> None:
-        self.users, self.scorer = users, scorer
+    def __init__(
+        self,
+        users: Tensor,
+        items: Tensor | ItemEncoder,
+        scorer: Callable[[Tensor, Tensor], Tensor],
+        bias: Tensor | None = None,
+    ) -> None:
+        self.users, self.scorer, self.bias = users, scorer, bias
         self.encoder = None if isinstance(items, Tensor) else items
         self.item_vectors: Tensor | None = items if isinstance(items, Tensor) else None
 
@@ -69,12 +76,25 @@ class VectorScoring:
             self.item_vectors = self.encoder.vectors()
         return self.item_vectors
 
+    def inner_product(self) -> tuple[Tensor, Tensor]:
+        """``(users [B, D'], items [N + 1, D'])`` whose product is :meth:`chunk` of the whole
+        catalogue when the scorer is a plain inner product (``DotScorer``): the bias rides as
+        one more coordinate (users get a 1, items their bias), so fused losses and distillation
+        that work on the two factors keep it."""
+        users, items = self.users, self.catalogue()
+        if self.bias is None:
+            return users, items
+        one = users.new_ones(*users.shape[:-1], 1)
+        return torch.cat([users, one], dim=-1), torch.cat([items, self.bias.to(items.dtype).unsqueeze(-1)], dim=-1)
+
     def chunk(self, lo: int, hi: int) -> Tensor:
-        return self.scorer(self.users, self.catalogue()[lo:hi])
+        scores = self.scorer(self.users, self.catalogue()[lo:hi])
+        return scores if self.bias is None else scores + self.bias[lo:hi]
 
     def items(self, ids: Tensor) -> Tensor:
         vectors = self.encoder(ids) if self.item_vectors is None and self.encoder is not None else self.catalogue()[ids]
-        return self.scorer(self.users, vectors)
+        scores = self.scorer(self.users, vectors)
+        return scores if self.bias is None else scores + self.bias[ids]
 
     def common(self, ids: Tensor) -> Tensor:
         """Scores of one id list ``[K]`` for every user, ``[B, K]``: its ``[K, D]`` vectors take

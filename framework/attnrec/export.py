@@ -1,7 +1,8 @@
 """``attnrec export``: a trained two-tower model as files another runtime serves.
 
 The export is written in one space where a score is an inner product, whatever the scorer:
-``score(user, item) = query · item_vector`` (:func:`retrieval_space`). That is what an ANN index
+``score(user, item) = query · item_vector`` (:func:`retrieval_space`; a model's ``item_bias`` is
+the last coordinate, against a 1 in the query). That is what an ANN index
 (:mod:`attnrec.ann`), a vector database or a hand-written service needs, and it lets the item
 vectors be exported once instead of re-running the item encoder. The folder holds:
 
@@ -72,11 +73,25 @@ def check_exportable(model: Recommender) -> None:
     _query_fn(model.scorer)
 
 
+def _sides(model: Recommender) -> tuple[Any, Any]:
+    """The scorer's ``(query, item_side)`` with the model's ``item_bias`` (if any) as one more
+    coordinate: a 1 on the query, the bias on the item, so the inner product is the score."""
+    query_side, item_side = _query_fn(model.scorer)
+    bias = model.item_bias
+    if bias is None:
+        return query_side, item_side
+    return (
+        lambda u: torch.cat([query_side(u), u.new_ones(*u.shape[:-1], 1)], dim=-1),
+        lambda v: torch.cat([item_side(v), bias[1 : v.shape[0] + 1].to(v.dtype).unsqueeze(-1)], dim=-1),
+    )
+
+
 @torch.no_grad()
 def retrieval_space(model: Recommender) -> Tensor:
-    """The item vectors ``[N, D]`` (padding row dropped) in the model's inner-product space."""
+    """The item vectors ``[N, D]`` (padding row dropped) in the model's inner-product space
+    (``D + 1`` wide with an ``item_bias``)."""
     check_exportable(model)
-    _, item_side = _query_fn(model.scorer)
+    _, item_side = _sides(model)
     return item_side(model.item_encoder.all_items()[1:].detach()).float().clone()
 
 
@@ -84,7 +99,7 @@ def retrieval_space(model: Recommender) -> Tensor:
 def query_vectors(model: Recommender, batch: dict[str, Tensor]) -> Tensor:
     """A batch's users as queries of the inner-product space (for an ANN index)."""
     check_exportable(model)
-    query_side, _ = _query_fn(model.scorer)
+    query_side, _ = _sides(model)
     return query_side(model.encode_users(batch).vectors)
 
 
@@ -98,7 +113,7 @@ class UserTower(nn.Module):
         self.item_encoder = model.item_encoder
         self.user_encoder = model.user_encoder
         self.scorer = model.scorer
-        self.query_side, _ = _query_fn(model.scorer)
+        self.query_side, _ = _sides(model)
         self.register_buffer("items", retrieval_space(model))
 
     def forward(self, history: Tensor) -> tuple[Tensor, Tensor]:

@@ -89,6 +89,14 @@ class Recommender(L.LightningModule):
     ``history_slices=(5, 20)`` adds the same metrics over the lists whose user had at most 5
     (20) items of history, logged as ``history<=5/<metric>`` with ``history<=5/lists``; see
     :meth:`evaluation_slices` for slices of one's own.
+
+    ``item_bias=True`` adds a learned score offset per item, ``score(u, i) = scorer(u, v_i) +
+    b_i`` (``item_bias [N + 1]``, zeros at start, no weight decay): room for an item's overall
+    appeal (popularity) beside the personal match, and where private training puts a released
+    popularity prior (``DifferentialPrivacy(prior_noise_multiplier=...)``). The default
+    scoring adds it everywhere it scores — training, ranking, exports and ANN indexes (as one
+    more coordinate of the inner-product space); a model with its own :meth:`scoring` adds
+    ``item_bias[ids]`` itself.
     """
 
     def __init__(
@@ -108,6 +116,7 @@ class Recommender(L.LightningModule):
         item_chunk_size: int = 65536,
         max_len: int | None = None,
         history_slices: Sequence[int] = (),
+        item_bias: bool = False,
     ) -> None:
         super().__init__()
         # The catalog travels in the checkpoint on its own (see on_save_checkpoint): it holds
@@ -118,6 +127,7 @@ class Recommender(L.LightningModule):
         self.item_encoder = item_encoder(catalog, dim)
         self.user_encoder = build_user_encoder(user_encoder, dim, max_len)
         self.scorer = scorer(dim)
+        self.item_bias = torch.nn.Parameter(torch.zeros(catalog.num_items + 1)) if item_bias else None
         from .plugins import get_component
 
         self.loss = (get_component("losses", loss) if isinstance(loss, str) else loss)()
@@ -300,7 +310,7 @@ class Recommender(L.LightningModule):
         if self._fused_catalog_loss():
             scoring = self.scoring(batch, examples)
             assert isinstance(scoring, VectorScoring)
-            per_example = self.loss.catalog_loss(scoring.users, scoring.catalogue(), examples.positive,
+            per_example = self.loss.catalog_loss(*scoring.inner_product(), examples.positive,
                                                  self._allowed(examples.positive.device))  # fmt: skip
         else:
             per_example = self.loss(*self.candidate_logits(batch, examples))
@@ -383,7 +393,7 @@ class Recommender(L.LightningModule):
             users = self.encode_users(batch, all_positions=True).vectors[examples.rows, examples.positions]
         else:
             users = self.encode_users(batch).vectors[examples.rows]
-        return VectorScoring(users, self.item_encoder, self.scorer)
+        return VectorScoring(users, self.item_encoder, self.scorer, self.item_bias)
 
     def rank(self, batch: Batch) -> Ranking:
         """Rank the batch's candidates, or the whole catalogue with seen items masked."""

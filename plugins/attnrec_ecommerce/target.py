@@ -76,7 +76,8 @@ class TargetAwareRecommender(Recommender):
     def score_candidates(self, history: Tensor, candidates: Tensor, need_weights: bool = False) -> Tensor:
         """Click logits ``[B, C]`` of ``candidates [B, C]`` for users with ``history [B, L]``."""
         encoding = self.user_encoder({"history": history, "query": candidates}, self.item_encoder)
-        return self.scorer(encoding.vectors, self.item_encoder(candidates).unsqueeze(-2)).squeeze(-1)
+        logits = self.scorer(encoding.vectors, self.item_encoder(candidates).unsqueeze(-2)).squeeze(-1)
+        return logits if self.item_bias is None else logits + self.item_bias[candidates]
 
     def scoring(self, batch: Batch, examples: Examples | None = None) -> CandidateScoring:
         if examples is None:

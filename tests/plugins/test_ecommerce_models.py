@@ -112,6 +112,20 @@ def test_target_aware_scores_do_not_depend_on_chunking(batch: dict[str, torch.Te
         assert torch.allclose(chunked, whole, atol=1e-5)
 
 
+def test_target_aware_models_add_the_item_bias_to_every_score(batch: dict[str, torch.Tensor]) -> None:
+    data = SyntheticDataModule(**DATA)
+    torch.manual_seed(0)
+    for cls, kwargs in ((DIN, {}), (BST, {"max_len": 20})):
+        plain = cls(data.catalog, dim=16, **kwargs).eval()
+        biased = cls(data.catalog, dim=16, item_bias=True, **kwargs).eval()
+        biased.load_state_dict(plain.state_dict() | {"item_bias": torch.randn(data.num_items + 1)})
+        ids = torch.arange(1, 40).expand(batch["history"].shape[0], -1)
+        with torch.no_grad():
+            expected = plain.scoring(batch).items(ids) + biased.item_bias[ids]
+            assert torch.allclose(biased.scoring(batch).items(ids), expected, atol=1e-5)
+            assert torch.allclose(biased.scoring(batch).chunk(1, 40), expected, atol=1e-5)
+
+
 def test_shift_windows_realigns_prefixes() -> None:
     history = torch.tensor([[0, 5, 6, 7]])
     out = shift_windows(history, torch.tensor([0, 0, 0]), torch.tensor([3, 2, 1]))
