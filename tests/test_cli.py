@@ -203,6 +203,20 @@ def test_concurrent_runs_in_one_folder_get_folders_of_their_own(attnrec_env, tin
     assert sorted(dims) == ["16", "24"]
 
 
+def test_private_fit_with_a_popularity_prior_from_the_command_line(attnrec_env, run_attnrec, tiny_data_args, tmp_path) -> None:
+    """The flags docs/privacy.md gives: the callback by short name, the prior in the model's item bias."""
+    env = attnrec_env(ATTNREC_LOAD_PLUGINS="", OMP_NUM_THREADS="1")
+    result = run_attnrec(
+        "fit", *tiny_data_args, *SMALL_MODEL, "--model.item_bias=true", "--trainer.max_epochs=2",
+        "--trainer.callbacks+=DifferentialPrivacy", "--trainer.callbacks.epsilon=8",
+        "--trainer.callbacks.prior_noise_multiplier=5", f"--trainer.default_root_dir={tmp_path}", env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    protocol = " ".join(result.stdout.split())
+    assert re.search(r"privacy=user-level DP-SGD \(epsilon=(7\.9\d|8) at delta=", protocol), result.stdout
+    assert "popularity prior by a Gaussian count query, noise multiplier 5" in protocol
+
+
 # -------------------------------------------------------------------- errors
 def test_a_data_error_is_one_screen_in_cli_terms(tmp_path, capsys, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)

@@ -19,6 +19,17 @@ embeddings). Autograd on each user's own row is exact for any :class:`~attnrec.R
 the cost of a backward pass per drawn user — vectorised over the users with ``torch.func.vmap``
 where the model allows it, a loop otherwise; Lightning's own batch backward is discarded.
 
+A **popularity prior** (``prior_noise_multiplier``) is released once before training by the
+Gaussian mechanism on a count query: each user adds ``1 / sqrt(n_u)`` to each of their ``n_u``
+distinct training items (a vector of L2 norm 1, so one user moves the counts by at most 1),
+and Gaussian noise of standard deviation ``prior_noise_multiplier`` is added to every count.
+The log of the released shares initialises the model's ``item_bias``; DP-SGD then learns the
+personal part on top. The query is composed with the DP-SGD steps in the same Opacus
+accountant (one more entry: sample rate 1, one step), and the DP-SGD noise is calibrated so
+that both together spend the target ε. Few users per step is where this pays: popularity is
+most of what a model can learn from a small population under noise, and one count query
+learns it far more cheaply than DP-SGD steps do.
+
 Opacus is imported only when private training starts, so ``import attnrec`` stays light.
 """
 
@@ -230,6 +241,76 @@ def changed_buffers(model: nn.Module, before: dict[str, Tensor]) -> str | None:
     return None
 
 
+def user_item_counts(sequences: list[np.ndarray], num_items: int) -> Tensor:
+    """``[num_items + 1]`` float64: each user's distinct items (0 is padding) weighted by
+    ``1 / sqrt(n_u)``, summed over users — a count query of L2 sensitivity 1 per user."""
+    items = [np.unique(seq[seq > 0]) for seq in sequences]
+    weights = [np.full(len(u), 1.0 / math.sqrt(len(u))) for u in items if len(u)]
+    if not weights:
+        return torch.zeros(num_items + 1, dtype=torch.float64)
+    counts = np.bincount(np.concatenate(items), weights=np.concatenate(weights), minlength=num_items + 1)
+    return torch.from_numpy(counts[: num_items + 1])
+
+
+def release_popularity_prior(
+    sequences: list[np.ndarray], num_items: int, noise_multiplier: float, secure_mode: bool = False
+) -> Tensor:
+    """The log of each item's share of :func:`user_item_counts` plus Gaussian noise of standard
+    deviation ``noise_multiplier`` (Opacus' noise generator; ``secure_mode`` as in DP-SGD),
+    ``[num_items + 1]``. A released count is floored at 0 and given a pseudo-count of one noise
+    standard deviation, so an item's prior never rests on noise alone; post-processing of the
+    released counts, so it costs no privacy."""
+    from opacus.optimizers.optimizer import _generate_noise  # what DPOptimizer draws its noise with
+
+    counts = user_item_counts(sequences, num_items).float()
+    noisy = counts + _generate_noise(std=noise_multiplier, reference=counts, secure_mode=secure_mode)
+    share = noisy.clamp(min=0.0) + noise_multiplier
+    share[0] = share[1:].min()  # padding: never scored
+    return (share / share[1:].sum()).log()
+
+
+def calibrate_noise(
+    target_epsilon: float, delta: float, sample_rate: float, steps: int, accountant: Accountant,
+    before: list[tuple[float, float, int]],
+) -> float:  # fmt: skip
+    """The DP-SGD noise multiplier at which ``before`` (earlier mechanisms, as Opacus history
+    entries) and ``steps`` steps at ``sample_rate`` spend ``target_epsilon`` together: Opacus'
+    ``get_noise_multiplier`` bisection, over the composed history."""
+    from opacus.accountants import create_accountant
+
+    if not before:
+        from opacus.accountants.utils import get_noise_multiplier
+
+        return get_noise_multiplier(
+            target_epsilon=target_epsilon, target_delta=delta, sample_rate=sample_rate, steps=steps,
+            accountant=accountant,
+        )  # fmt: skip
+    counter = create_accountant(accountant)
+
+    def spent(sigma: float) -> float:
+        counter.history = [*before, (sigma, sample_rate, steps)]
+        return float(counter.get_epsilon(delta=delta))
+
+    counter.history = list(before)
+    if float(counter.get_epsilon(delta=delta)) >= target_epsilon:
+        raise PrivacyError(
+            f"DifferentialPrivacy: the popularity prior alone spends ε >= {target_epsilon} at δ={delta:.3g}; "
+            "raise prior_noise_multiplier or epsilon"
+        )
+    low, high = 0.0, 10.0
+    while spent(high) > target_epsilon:
+        low, high = high, 2 * high
+        if high > 1e6:
+            raise PrivacyError(f"DifferentialPrivacy: no noise reaches ε={target_epsilon} with the popularity prior")
+    while target_epsilon - spent(high) > 0.01:
+        sigma = (low + high) / 2
+        if spent(sigma) < target_epsilon:
+            high = sigma
+        else:
+            low = sigma
+    return high
+
+
 class DifferentialPrivacy(Callback):
     """User-level DP-SGD for any :class:`~attnrec.Recommender` trained on a
     :class:`~attnrec.data.SequenceDataModule` (see this module's docstring for the mechanism).
@@ -245,6 +326,9 @@ class DifferentialPrivacy(Callback):
     added to the protocol printed with the test metrics. Per-user gradients are computed in one
     ``torch.func.vmap`` pass (``vectorized``), or by a loop over users where vmap cannot batch
     the model (a warning says why) or ``vectorized=False``; both give the same gradients.
+    ``prior_noise_multiplier`` releases a popularity prior into the model's ``item_bias``
+    before the first step (see this module's docstring; needs ``Recommender(item_bias=True)``
+    and the RDP or PRV accountant), inside the same ε.
 
     From the CLI: ``attnrec fit --trainer.callbacks+=DifferentialPrivacy
     --trainer.callbacks.epsilon=8 --trainer.callbacks.max_grad_norm=1.0``.
@@ -260,6 +344,7 @@ class DifferentialPrivacy(Callback):
         accountant: Accountant = "rdp",
         secure_mode: bool = False,
         vectorized: bool = True,
+        prior_noise_multiplier: float | None = None,
     ) -> None:
         if (epsilon is None) == (noise_multiplier is None):
             raise PrivacyError(
@@ -273,6 +358,14 @@ class DifferentialPrivacy(Callback):
             raise PrivacyError(f"DifferentialPrivacy: max_grad_norm={max_grad_norm} must be positive")
         if sample_rate is not None and not 0 < sample_rate <= 1:
             raise PrivacyError(f"DifferentialPrivacy: sample_rate={sample_rate} must be in (0, 1]")
+        if prior_noise_multiplier is not None:
+            if not prior_noise_multiplier > 0:
+                raise PrivacyError(f"DifferentialPrivacy: prior_noise_multiplier={prior_noise_multiplier} must be positive")
+            if accountant == "gdp":
+                raise PrivacyError(
+                    "DifferentialPrivacy: the gdp accountant composes identical steps only, so it cannot count the "
+                    "popularity prior's query; use accountant='rdp' or 'prv'"
+                )
         self.target_epsilon = epsilon
         self.delta = delta
         self.max_grad_norm = max_grad_norm
@@ -281,6 +374,8 @@ class DifferentialPrivacy(Callback):
         self.accountant_name: Accountant = accountant
         self.secure_mode = secure_mode
         self.vectorized = vectorized
+        self.prior_noise_multiplier = prior_noise_multiplier
+        self.sequences: list[np.ndarray] = []
         self.history: list[tuple[float, float, int]] = []  # Opacus' (noise multiplier, sample rate, steps)
         self.num_users = 0
         self.accountant: Any = None
@@ -326,6 +421,11 @@ class DifferentialPrivacy(Callback):
                 "draws one list for the whole batch; use --data.init_args.shared_negatives=false"
             )
         check_private(pl_module)
+        if self.prior_noise_multiplier is not None and pl_module.item_bias is None:
+            raise PrivacyError(
+                f"DifferentialPrivacy: prior_noise_multiplier puts a popularity prior in the model's item_bias, and "
+                f"{type(pl_module).__name__} has none; build it with item_bias=True (--model.item_bias=true)"
+            )
         datamodule.train_batch_sampler = self.batch_sampler
         if self.delta is None:
             self.delta = 1.0 / max(1, datamodule.num_users)
@@ -338,13 +438,15 @@ class DifferentialPrivacy(Callback):
             raise PrivacyError("DifferentialPrivacy: no user has a training window")
         rate = self.sample_rate if self.sample_rate is not None else min(1.0, self.default_batch_size / users)
         self.sample_rate, self.num_users = rate, users
+        self.sequences = windows.sequences
         return UserPoissonSampler(windows, rate)
 
     # ---------------------------------------------------------------- training
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         from opacus.accountants import create_accountant
-        from opacus.accountants.utils import get_noise_multiplier
         from opacus.optimizers import DPOptimizer
+
+        from .model import Recommender
 
         trainer.fit_loop.setup_data()  # builds the train loader, hence the sampler
         total = trainer.estimated_stepping_batches
@@ -357,11 +459,20 @@ class DifferentialPrivacy(Callback):
         if not math.isfinite(total):
             raise PrivacyError("DifferentialPrivacy needs a finite run to calibrate its noise: set max_epochs or max_steps")
         assert self.sample_rate is not None and self.delta is not None
+        prior = [] if self.prior_noise_multiplier is None else [(self.prior_noise_multiplier, 1.0, 1)]
         if self.target_epsilon is not None:
-            self.noise_multiplier = get_noise_multiplier(
-                target_epsilon=self.target_epsilon, target_delta=self.delta, sample_rate=self.sample_rate,
-                steps=int(total), accountant=self.accountant_name,
-            )  # fmt: skip
+            self.noise_multiplier = calibrate_noise(
+                self.target_epsilon, self.delta, self.sample_rate, int(total), self.accountant_name, prior
+            )
+        if prior and not self.history:  # a resumed run has its prior in the restored weights and history
+            assert self.prior_noise_multiplier is not None and isinstance(pl_module, Recommender)
+            assert pl_module.item_bias is not None
+            released = release_popularity_prior(
+                self.sequences, pl_module.catalog.num_items, self.prior_noise_multiplier, self.secure_mode
+            )
+            with torch.no_grad():
+                pl_module.item_bias.copy_(released.to(pl_module.item_bias))
+            self.history = list(prior)
         if len(trainer.strategy.optimizers) != 1:
             raise PrivacyError(f"DifferentialPrivacy wraps one optimizer, the model has {len(trainer.strategy.optimizers)}")
         self.accountant = create_accountant(self.accountant_name)
@@ -417,7 +528,10 @@ class DifferentialPrivacy(Callback):
     # --------------------------------------------------------------- reporting
     @property
     def steps(self) -> int:
-        return sum(int(n) for _, _, n in self.accountant.history) if self.accountant is not None else 0
+        """DP-SGD steps taken (the popularity prior's query is not one)."""
+        if self.accountant is None or not self.accountant.history:
+            return 0
+        return sum(int(n) for _, _, n in self.accountant.history) - (self.prior_noise_multiplier is not None)
 
     @property
     def epsilon(self) -> float:
@@ -427,10 +541,13 @@ class DifferentialPrivacy(Callback):
         return max(0.0, float(self.accountant.get_epsilon(delta=self.delta)))  # RDP rounds a tiny q below 0
 
     def describe(self) -> str:
+        prior = "" if self.prior_noise_multiplier is None else (
+            f"; popularity prior by a Gaussian count query, noise multiplier {self.prior_noise_multiplier:g}"
+        )  # fmt: skip
         return (
             f"user-level DP-SGD (epsilon={self.epsilon:.3g} at delta={self.delta:.3g}, {self.accountant_name.upper()} "
             f"accountant; noise multiplier {self.noise_multiplier:.3g}, clip {self.max_grad_norm:g}, sample rate "
-            f"{self.sample_rate:.3g} of {self.num_users} users, {self.steps} steps)"
+            f"{self.sample_rate:.3g} of {self.num_users} users, {self.steps} steps{prior})"
         )
 
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
