@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
-ORDER = ["core", "data", "data_prep", "sequential", "peer", "ecommerce", "graph", "news", "video", "social", "serving", "privacy"]
+ORDER = ["core", "data", "data_prep", "sequential", "peer", "ecommerce", "graph", "news", "video", "social", "serving", "privacy", "privacy_prior"]
 HEADER = """# Benchmarks
 
 Every figure below was produced by the script named with it, on this project's 2-core CPU machine

@@ -30,6 +30,7 @@ import functools
 import json
 import math
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -60,20 +61,24 @@ def datamodule(name: str, batch_size: int, held_out: float = 0.0) -> Any:
     return Data(path=str(SETS[name]), max_len=50, batch_size=batch_size, eval_batch_size=512, seed=0)
 
 
-def train(data: Any, epsilon: float, args: argparse.Namespace) -> tuple[Any, Any]:
+def train(data: Any, epsilon: float, args: argparse.Namespace, seed: int = 0) -> tuple[Any, Any]:
     """The model after ``args.epochs`` epochs, privately unless ε is infinite, and the callback."""
     import lightning as L
 
     from attnrec import DifferentialPrivacy, Recommender
     from attnrec.encoders import TransformerUserEncoder
 
-    L.seed_everything(0, verbose=False)
+    L.seed_everything(seed, verbose=False)
     data.setup("fit")
     name = data.set_name
     encoder = functools.partial(TransformerUserEncoder, num_layers=args.layers[name], max_len=50, dropout=0.0)
+    prior = args.prior[name] or None
     model = Recommender(data.catalog, dim=args.dim[name], user_encoder=encoder, lr=args.lr[name], schedule="constant",
-                        metrics=("HR", "NDCG"), ks=(10,))  # fmt: skip
-    private = [DifferentialPrivacy(epsilon=epsilon, max_grad_norm=args.clip)] if math.isfinite(epsilon) else []
+                        metrics=("HR", "NDCG"), ks=(10,), item_bias=prior is not None)  # fmt: skip
+    private = (
+        [DifferentialPrivacy(epsilon=epsilon, max_grad_norm=args.clip, prior_noise_multiplier=prior)]
+        if math.isfinite(epsilon) else []
+    )  # fmt: skip
     L.Trainer(
         max_epochs=args.epochs[data.set_name], callbacks=private, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
@@ -121,14 +126,18 @@ def quality(name: str, args: argparse.Namespace) -> dict[str, Any]:
     reference = per_user_ndcg(PopularityRecommender(data.catalog, metrics=("NDCG",), ks=(10,)), data)
     for epsilon in args.epsilons:
         start = time.perf_counter()
-        model, private = train(data, epsilon, args)
-        results = test(model, data, args)
-        gain, error = paired(per_user_ndcg(model, data), reference)
+        runs = []
+        for seed in range(args.seeds[name]):  # NDCG@10 per user averaged over the training seeds
+            model, private = train(data, epsilon, args, seed)
+            runs.append((test(model, data, args), per_user_ndcg(model, data)))
+        gain, error = paired(sum(user for _, user in runs) / len(runs), reference)
         rows.append({
             "model": "Recommender", "epsilon": private.epsilon if private else math.inf, "target": epsilon,
             "noise": private.noise_multiplier if private else 0.0, "steps": private.steps if private else None,
-            "NDCG@10": results["test/NDCG@10"], "HR@10": results["test/HR@10"], "seconds": time.perf_counter() - start,
-            "vs_popularity": gain, "vs_popularity_se": error,
+            "NDCG@10": sum(r["test/NDCG@10"] for r, _ in runs) / len(runs),
+            "HR@10": sum(r["test/HR@10"] for r, _ in runs) / len(runs),
+            "seconds": (time.perf_counter() - start) / len(runs), "vs_popularity": gain, "vs_popularity_se": error,
+            "per_seed": [r["test/NDCG@10"] for r, _ in runs],
         })  # fmt: skip
         print(json.dumps({"set": name, **rows[-1]}), flush=True)
     return {"set": name, "users": data.num_users, "items": data.num_items, "rows": rows, "protocol": data.protocol}
@@ -163,16 +172,19 @@ def report(results: list[dict[str, Any]], probes: list[dict[str, Any]], args: ar
         return "∞" if math.isinf(value) else f"{value:.2f}"
 
     lines = [
-        "## Differential privacy: quality at ε ∈ {1, 4, 8, ∞} and a membership-inference probe",
+        f"## {args.title}",
         "",
         (__doc__ or "").split("\n\n    python")[0].split("\n\n", 1)[1].strip(),
         "",
         f"Command: `{command}`; {platform.processor() or platform.machine()}, accelerator `{args.accelerator}`, "
         f"{args.threads} CPU threads, clip {args.clip}; "
         + "; ".join(f"{name}: {args.epochs[name]} epochs, {args.batch[name]} users per step expected, lr {args.lr[name]}, "
-                    f"dim {args.dim[name]}, {args.layers[name]} layer(s)" for name in args.epochs) + ".",
+                    f"dim {args.dim[name]}, {args.layers[name]} layer(s)"
+                    + (f", popularity prior (noise multiplier {args.prior[name]:g}) in an item bias" if args.prior[name] else "")
+                    + (f", mean of {args.seeds[name]} training seeds" if args.seeds[name] > 1 else "")
+                    for name in args.epochs) + ".",
         "",
-        "| set | model | ε (spent) | noise multiplier | steps | test NDCG@10 | test HR@10 | NDCG@10 − popularity (paired ± SE) | train+test s |",
+        "| set | model | ε (spent) | noise multiplier | steps | test NDCG@10 | test HR@10 | NDCG@10 − popularity (paired ± SE) | train+test s per seed |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for result in results:
@@ -212,6 +224,8 @@ def main() -> None:
     parser.add_argument("--lr", default="5e-3")
     parser.add_argument("--dim", default="64")
     parser.add_argument("--layers", default="2")
+    parser.add_argument("--seeds", default="1", help="training seeds per ε; figures are their mean")
+    parser.add_argument("--prior", default="0", help="popularity prior's noise multiplier (0: no prior, no item bias)")
     parser.add_argument("--clip", type=float, default=1.0)
     parser.add_argument("--probe-users", type=int, default=400, help="members and non-members each, per probe")
     parser.add_argument("--parts", default="quality,membership")
@@ -219,18 +233,20 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="ML-100K, 1 epoch, ε = 8 and ∞, 50 probe users; no file")
     parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--title", default="Differential privacy: quality at ε ∈ {1, 4, 8, ∞} and a membership-inference probe")
     args = parser.parse_args()
     if args.quick:
         args.sets, args.epsilons, args.epochs, args.probe_users = "ml-100k", "8,inf", "1", 50
     args.epsilons = [float(e) for e in args.epsilons.split(",")]
     names = args.sets.split(",")
-    for option, cast in (("epochs", int), ("batch", int), ("lr", float), ("dim", int), ("layers", int)):
+    for option, cast in (("epochs", int), ("batch", int), ("lr", float), ("dim", int), ("layers", int), ("prior", float),
+                         ("seeds", int)):
         setattr(args, option, per_set(getattr(args, option), names, cast, parser.get_default(option)))
     torch.set_num_threads(args.threads)
     parts = args.parts.split(",")
     results = [quality(name, args) for name in names] if "quality" in parts else []
     probes = [row for name in names for row in membership(name, args)] if "membership" in parts else []
-    text = report(results, probes, args, "python benchmarks/privacy.py " + " ".join(sys.argv[1:]))
+    text = report(results, probes, args, "python benchmarks/privacy.py " + shlex.join(sys.argv[1:]))
     print(text)
     if not args.quick:
         Path(args.out).write_text(text)
