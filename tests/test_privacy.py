@@ -130,6 +130,39 @@ def test_the_popularity_prior_is_one_query_composed_in_the_same_accountant(
     assert sum(1 for s, q, n in resumed.accountant.history if s == 1.0 and q == 1.0) == 1
 
 
+def test_a_prior_is_released_once_per_fit_and_a_resume_must_keep_its_setting(tmp_path: Path) -> None:
+    L.seed_everything(0, verbose=False)
+    datamodule = data()
+    private = DifferentialPrivacy(epsilon=8.0, prior_noise_multiplier=1.0)
+    first = model(datamodule, item_bias=True, lr=0.0)
+    run = trainer([private], max_epochs=1)
+    run.fit(first, datamodule)
+    run.save_checkpoint(tmp_path / "prior.ckpt")
+    # the same callback on a fresh model: a second release, counted once in a fresh history
+    second = model(datamodule, item_bias=True, lr=0.0)
+    trainer([private], max_epochs=1).fit(second, datamodule)
+    assert second.item_bias.abs().sum() > 0 and not torch.equal(second.item_bias, first.item_bias)
+    assert private.steps == int(datamodule.num_users / 40)
+    assert [entry for entry in private.accountant.history if entry[1] == 1.0] == [(1.0, 1.0, 1)]
+    # a resume whose prior differs from the checkpoint's would calibrate and count ε wrongly
+    for other in (None, 2.0):
+        with pytest.raises(PrivacyError, match=f"trained with prior_noise_multiplier=1.0, this run has {other}"):
+            trainer([DifferentialPrivacy(epsilon=8.0, prior_noise_multiplier=other)], max_epochs=2).fit(
+                model(datamodule, item_bias=True), datamodule, ckpt_path=tmp_path / "prior.ckpt"
+            )
+
+
+def test_the_prv_accountant_composes_the_prior_too() -> None:
+    from opacus.accountants import PRVAccountant
+
+    sigma = calibrate_noise(8.0, 1e-3, 0.5, 20, "prv", [(5.0, 1.0, 1)])
+    accountant = PRVAccountant()
+    accountant.history = [(5.0, 1.0, 1), (sigma, 0.5, 20)]
+    with np.errstate(divide="ignore"):
+        assert 7.9 < accountant.get_epsilon(delta=1e-3) <= 8.0
+    assert sigma > calibrate_noise(8.0, 1e-3, 0.5, 20, "prv", [])
+
+
 def test_the_count_query_moves_by_one_whatever_the_history_and_the_prior_follows_the_counts() -> None:
     rng = np.random.default_rng(0)
     base = [rng.choice(np.arange(1, 51), size=n, replace=True) for n in rng.integers(1, 30, size=40)]

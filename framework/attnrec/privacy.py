@@ -23,8 +23,8 @@ A **popularity prior** (``prior_noise_multiplier``) is released once before trai
 Gaussian mechanism on a count query: each user adds ``1 / sqrt(n_u)`` to each of their ``n_u``
 distinct training items (a vector of L2 norm 1, so one user moves the counts by at most 1),
 and Gaussian noise of standard deviation ``prior_noise_multiplier`` is added to every count.
-The log of the released shares initialises the model's ``item_bias``; DP-SGD then learns the
-personal part on top. The query is composed with the DP-SGD steps in the same Opacus
+The log of the released shares initialises the model's ``item_bias``; DP-SGD then trains the
+whole model, the bias included, from there. The query is composed with the DP-SGD steps in the same Opacus
 accountant (one more entry: sample rate 1, one step), and the DP-SGD noise is calibrated so
 that both together spend the target ε. It pays where users are few and popularity is strong
 (ML-100K: popularity is most of what DP-SGD learns from 943 users, and one query learns it
@@ -290,10 +290,13 @@ def calibrate_noise(
 
     def spent(sigma: float) -> float:
         counter.history = [*before, (sigma, sample_rate, steps)]
-        return float(counter.get_epsilon(delta=delta))
+        with np.errstate(divide="ignore"):  # Opacus' PRV takes log(1 - q), -inf for the prior's q = 1
+            return float(counter.get_epsilon(delta=delta))
 
     counter.history = list(before)
-    if float(counter.get_epsilon(delta=delta)) >= target_epsilon:
+    with np.errstate(divide="ignore"):
+        alone = float(counter.get_epsilon(delta=delta))
+    if alone >= target_epsilon:
         raise PrivacyError(
             f"DifferentialPrivacy: the popularity prior alone spends ε >= {target_epsilon} at δ={delta:.3g}; "
             "raise prior_noise_multiplier or epsilon"
@@ -465,7 +468,10 @@ class DifferentialPrivacy(Callback):
             self.noise_multiplier = calibrate_noise(
                 self.target_epsilon, self.delta, self.sample_rate, int(total), self.accountant_name, prior
             )
-        if prior and not self.history:  # a resumed run has its prior in the restored weights and history
+        # a resumed run's history (load_state_dict) holds its prior's query, and its weights the
+        # released prior; consumed here, so a callback reused for a fresh fit starts afresh
+        history, self.history = self.history, []
+        if prior and not history:
             assert self.prior_noise_multiplier is not None and isinstance(pl_module, Recommender)
             assert pl_module.item_bias is not None
             released = release_popularity_prior(
@@ -473,11 +479,11 @@ class DifferentialPrivacy(Callback):
             )
             with torch.no_grad():
                 pl_module.item_bias.copy_(released.to(pl_module.item_bias))
-            self.history = list(prior)
+            history = list(prior)
         if len(trainer.strategy.optimizers) != 1:
             raise PrivacyError(f"DifferentialPrivacy wraps one optimizer, the model has {len(trainer.strategy.optimizers)}")
         self.accountant = create_accountant(self.accountant_name)
-        self.accountant.history = list(self.history)
+        self.accountant.history = history
         assert self.noise_multiplier is not None
         self.optimizer = DPOptimizer(
             trainer.strategy.optimizers[0],
@@ -539,7 +545,8 @@ class DifferentialPrivacy(Callback):
         """The ε spent so far at :attr:`delta`, by Opacus' accountant (0 before any step)."""
         if self.accountant is None or not self.accountant.history:
             return 0.0
-        return max(0.0, float(self.accountant.get_epsilon(delta=self.delta)))  # RDP rounds a tiny q below 0
+        with np.errstate(divide="ignore"):  # Opacus' PRV takes log(1 - q), -inf for the prior's q = 1
+            return max(0.0, float(self.accountant.get_epsilon(delta=self.delta)))  # RDP rounds a tiny q below 0
 
     def describe(self) -> str:
         prior = "" if self.prior_noise_multiplier is None else (
@@ -563,10 +570,20 @@ class DifferentialPrivacy(Callback):
 
     def state_dict(self) -> dict[str, Any]:
         history = self.accountant.history if self.accountant is not None else self.history
-        return {"history": [[float(s), float(q), int(n)] for s, q, n in history]}
+        return {
+            "history": [[float(s), float(q), int(n)] for s, q, n in history],
+            "prior_noise_multiplier": self.prior_noise_multiplier,
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """A resumed run keeps counting the steps taken before it."""
+        """A resumed run keeps counting the steps taken before it, with the prior it was
+        trained with (another would be calibrated and counted wrongly)."""
+        prior = state_dict.get("prior_noise_multiplier")
+        if prior != self.prior_noise_multiplier:
+            raise PrivacyError(
+                f"DifferentialPrivacy: the checkpoint was trained with prior_noise_multiplier={prior}, this run has "
+                f"{self.prior_noise_multiplier}; resume with the checkpoint's setting, or ε would be miscounted"
+            )
         self.history = [(float(s), float(q), int(n)) for s, q, n in state_dict.get("history", [])]
         if self.accountant is not None:  # restored after on_fit_start (strategies that restore late)
             self.accountant.history = list(self.history)
