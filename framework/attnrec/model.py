@@ -211,6 +211,8 @@ class Recommender(L.LightningModule):
         return self.user_encoder(batch, self.item_encoder, all_positions=all_positions, need_weights=need_weights)
 
     def score(self, users: Tensor, items: Tensor) -> Tensor:
+        """The scorer's match of user and item vectors — without ``item_bias``, which needs the
+        items' ids: :meth:`scoring` gives the model's full scores."""
         return self.scorer(users, items)
 
     # -------------------------------------------------------------- training

@@ -200,7 +200,8 @@ class SocialAttentionEncoder(LightGCNEncoder):
         """The social attention of internal ``user`` over their friends (mean over heads, which
         sums to one) and, given an ``item``, each friend's exact share of that item's score:
         ``w_u c sum_h beta_uoh (h^I_o)_h . (z_item)_h`` over the heads' slices of the vectors. The
-        shares plus the user's own part (:meth:`own_part`) add up to the score."""
+        shares plus the user's own part (:meth:`own_part`) add up to the score (the encoder's
+        part: a model built with ``item_bias=True`` adds the item's bias on top)."""
         users, _, _ = self._item_space(self.embedding.weight)
         _, alpha = self.social(users, self.social_index, return_attention_weights=True)
         incoming = (self.social_index[1] == user).nonzero().flatten()
