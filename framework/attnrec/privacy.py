@@ -288,15 +288,13 @@ def calibrate_noise(
         )  # fmt: skip
     counter = create_accountant(accountant)
 
-    def spent(sigma: float) -> float:
-        counter.history = [*before, (sigma, sample_rate, steps)]
+    def spent(sigma: float | None = None) -> float:
+        """ε of ``before``, plus the DP-SGD steps at noise multiplier ``sigma`` if given."""
+        counter.history = [*before] + ([] if sigma is None else [(sigma, sample_rate, steps)])
         with np.errstate(divide="ignore"):  # Opacus' PRV takes log(1 - q), -inf for the prior's q = 1
             return float(counter.get_epsilon(delta=delta))
 
-    counter.history = list(before)
-    with np.errstate(divide="ignore"):
-        alone = float(counter.get_epsilon(delta=delta))
-    if alone >= target_epsilon:
+    if spent() >= target_epsilon:
         raise PrivacyError(
             f"DifferentialPrivacy: the popularity prior alone spends ε >= {target_epsilon} at δ={delta:.3g}; "
             "raise prior_noise_multiplier or epsilon"
